@@ -19,6 +19,14 @@ __all__ = ["build_parser", "main", "COMMAND_MODULES"]
 
 # One line per command module; each must define ``register(subparsers) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
+    "act3d.data.cli",
+    "act3d.models.teachers.cli",
+    "act3d.train.stage1",
+    "act3d.train.stage2",
+    "act3d.train.finetune",
+    "act3d.train.segment",
+    "act3d.eval.cli",
+    "act3d.convert",
 )
 
 

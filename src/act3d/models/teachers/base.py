@@ -26,11 +26,13 @@ class TeacherBackbone(nn.Module):
 
     Attributes:
         name: human-readable identifier (for logs and run folders).
+        source: where the weights came from (a file, a directory, ``"random init"``).
         embed_dim: token width D.
         num_blocks: number of blocks.
     """
 
     name: str = "teacher"
+    source: str = "random init"
     embed_dim: int
     num_blocks: int
 

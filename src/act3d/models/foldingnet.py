@@ -1,0 +1,107 @@
+"""FoldingNet-style patch decoder of the Stage I autoencoder (ACT_SPEC §1.4).
+
+Each patch token is decoded on its own into points relative to its patch center:
+
+1. coarse: an MLP ``dim → hidden → hidden → num_coarse·3`` gives ``num_coarse`` points;
+2. fine: every coarse point is repeated over a ``grid_size × grid_size`` grid spanning
+   ``[-grid_scale, grid_scale]²``; the feature ``[token ‖ grid (2) ‖ coarse point (3)]``
+   runs through Conv1d ``(dim+5) → fold_hidden → fold_hidden → 3`` (BN, ReLU between) and
+   the result is added to the coarse point.
+
+So ``num_fine = num_coarse · grid_size²`` (8 · 4 = 32 in ACT, the patch size).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["FoldingDecoder"]
+
+
+class FoldingDecoder(nn.Module):
+    """Per-patch coarse-to-fine point decoder.
+
+    Args:
+        dim: token width.
+        num_coarse: coarse points per patch.
+        grid_size: side of the folding grid (grid_size² fine points per coarse point).
+        grid_scale: half-extent of the folding grid.
+        hidden: width of the coarse MLP.
+        fold_hidden: width of the folding convolutions.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_coarse: int = 8,
+        grid_size: int = 2,
+        grid_scale: float = 0.05,
+        hidden: int = 1024,
+        fold_hidden: int = 512,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("dim", dim),
+            ("num_coarse", num_coarse),
+            ("grid_size", grid_size),
+            ("hidden", hidden),
+            ("fold_hidden", fold_hidden),
+        ):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        self.dim = dim
+        self.num_coarse = num_coarse
+        self.grid_size = grid_size
+        self.num_fine = num_coarse * grid_size**2
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, 3 * num_coarse),
+        )
+        self.final_conv = nn.Sequential(
+            nn.Conv1d(dim + 2 + 3, fold_hidden, 1),
+            nn.BatchNorm1d(fold_hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(fold_hidden, fold_hidden, 1),
+            nn.BatchNorm1d(fold_hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(fold_hidden, 3, 1),
+        )
+        steps = torch.linspace(-grid_scale, grid_scale, grid_size)
+        gy, gx = torch.meshgrid(steps, steps, indexing="ij")
+        grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=0)  # (2, S)
+        self.register_buffer("folding_seed", grid, persistent=False)
+
+    def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Decode tokens into patch-local points.
+
+        Args:
+            tokens: (B, G, dim).
+
+        Returns:
+            coarse: (B, G, num_coarse, 3).
+            fine: (B, G, num_coarse · grid_size², 3); fine points ``s·S .. s·S+S-1`` come
+                from coarse point ``s`` (S = grid_size²).
+        """
+        if tokens.ndim != 3 or tokens.shape[-1] != self.dim:
+            raise ValueError(f"tokens must be (B, G, {self.dim}), got {tuple(tokens.shape)}")
+        B, G, _ = tokens.shape
+        M, S, N = self.num_coarse, self.grid_size**2, self.num_fine
+        feat = tokens.reshape(B * G, self.dim)
+        coarse = self.mlp(feat).reshape(B * G, M, 3)
+        anchor = coarse.unsqueeze(2).expand(-1, -1, S, -1).reshape(B * G, N, 3)
+        anchor = anchor.transpose(1, 2)  # (BG, 3, N)
+        seed = self.folding_seed.to(feat.dtype).repeat(1, M)  # (2, N)
+        fold_in = torch.cat(
+            [
+                feat.unsqueeze(2).expand(-1, -1, N),  # (BG, dim, N)
+                seed.unsqueeze(0).expand(B * G, -1, -1),  # (BG, 2, N)
+                anchor,  # (BG, 3, N)
+            ],
+            dim=1,
+        )
+        fine = self.final_conv(fold_in) + anchor  # (BG, 3, N)
+        return coarse.reshape(B, G, M, 3), fine.transpose(1, 2).reshape(B, G, N, 3)
