@@ -10,8 +10,9 @@ grouping and Chamfer distance (forward + backward) for:
 
 Library calls take one cloud at a time; they run over the batch on a thread pool of
 --threads workers (the same thread count act3d gets), so the comparison is like for like.
-Prints a markdown report: machine, settings, the table of medians, and the ratio
-fastest library / act3d (> 1 means act3d is faster).
+Prints a markdown report: machine, settings, the table of medians (wall time, and process
+CPU time summed over threads, which a busy machine disturbs less), and the ratio fastest
+library / act3d (> 1 means act3d is faster).
 
     python benchmarks/ops.py [--threads 2] [--repeats 5] [--quick]
 """
@@ -36,6 +37,8 @@ from act3d import ops
 # Naive references above this many (query, point) pairs per call are run one cloud at a
 # time (their full difference tensor would not fit in memory otherwise).
 _NAIVE_PAIRS_PER_CALL = 1 << 25
+# Seconds of timed runs allowed per entry (slow entries get fewer than --repeats runs).
+_SLOW_BUDGET_S = 20.0
 
 
 def _cpu_model() -> str:
@@ -49,15 +52,23 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time in seconds of fn() over ``repeats`` runs, after one warm-up run."""
+def _time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median wall time and median process CPU time (all threads) in seconds of fn().
+
+    One warm-up run first. Slow entries (the naive references, the torch path on CPU) get
+    fewer runs: at most about _SLOW_BUDGET_S seconds of timed runs, and at least one.
+    """
+    start = time.perf_counter()
     fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    warm = time.perf_counter() - start
+    runs = max(1, min(repeats, int(_SLOW_BUDGET_S / max(warm, 1e-9))))
+    wall, cpu = [], []
+    for _ in range(runs):
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 class _Libraries:
@@ -98,7 +109,7 @@ def _fps_cases(libs: _Libraries, b: int, n: int, m: int, repeats: int, naive: bo
     rows.append(("act3d numba", _time(lambda: ops.farthest_point_sample(points, m, backend="numba"), repeats), ""))
     rows.append(("act3d torch", _time(lambda: ops.farthest_point_sample(points, m, backend="torch"), repeats), ""))
     if naive:
-        rows.append(("naive", _time(lambda: ops.farthest_point_sample_naive(points, m), min(repeats, 3)), ""))
+        rows.append(("naive", _time(lambda: ops.farthest_point_sample_naive(points, m), repeats), ""))
     if libs.fpsample is not None:
         fs = libs.fpsample
         same = np.stack([fs.fps_sampling(pts[i], m, start_idx=0) for i in range(b)])
@@ -125,7 +136,7 @@ def _knn_cases(libs: _Libraries, b: int, m: int, n: int, k: int, repeats: int, n
         fn = _naive_in_chunks(lambda x, y: ops.knn_naive(x, y, k), query, points, pairs=b * m * n)
         d, i = ops.knn_naive(query[:1], points[:1], k)
         assert torch.equal(i, ref_i[:1]) and torch.equal(d, ref_d[:1])
-        rows.append(("naive", _time(fn, min(repeats, 3)), ""))
+        rows.append(("naive", _time(fn, repeats), ""))
     if libs.spatial is not None:
         tree = libs.spatial.cKDTree
         dd, _ = tree(pts[0]).query(q[0], k)
@@ -153,16 +164,16 @@ def _group_cases(libs: _Libraries, b: int, n: int, g: int, k: int, repeats: int,
     rows.append(("act3d numba", _time(lambda: ops.group(points, g, k, backend="numba"), repeats), ""))
     rows.append(("act3d torch", _time(lambda: ops.group(points, g, k, backend="torch"), repeats), ""))
     if naive:
-        rows.append(("naive", _time(lambda: ops.group_naive(points, g, k), min(repeats, 3)), ""))
+        rows.append(("naive", _time(lambda: ops.group_naive(points, g, k), repeats), ""))
     if libs.fpsample is not None and libs.spatial is not None:
         fs, tree = libs.fpsample, libs.spatial.cKDTree
 
         def one(i: int) -> np.ndarray:
-            centers = pts[i][fs.fps_sampling(pts[i], g, start_idx=0)]
+            centers = pts[i][fs.bucket_fps_kdline_sampling(pts[i], g, 3, start_idx=0)]
             _, idx = tree(pts[i]).query(centers, k)
             return pts[i][idx] - centers[:, None]
 
-        rows.append(("fpsample + cKDTree", _time(lambda: libs.map(one, b), repeats), "numpy patches"))
+        rows.append(("fpsample kdline + cKDTree", _time(lambda: libs.map(one, b), repeats), "numpy patches"))
     return rows
 
 
@@ -209,14 +220,19 @@ def _chamfer_cases(libs: _Libraries, b: int, n: int, repeats: int, naive: bool) 
 
 def _report(title: str, rows: list[tuple]) -> tuple[list[str], str]:
     """Markdown rows for one case and its summary line (fastest library / act3d numba)."""
-    act3d = dict((name, t) for name, t, _ in rows)["act3d numba"]
-    lines = [f"| {title} | {name} | {t * 1e3:.1f} | {t / act3d:.2f} | {note} |" for name, t, note in rows]
+    act3d_wall, act3d_cpu = dict((name, t) for name, t, _ in rows)["act3d numba"]
+    lines = [
+        f"| {title} | {name} | {wall * 1e3:.1f} | {cpu * 1e3:.1f} | {wall / act3d_wall:.2f} | {note} |"
+        for name, (wall, cpu), note in rows
+    ]
     libs = [(t, name) for name, t, _ in rows if not name.startswith(("act3d", "naive"))]
-    if libs:
-        best_t, best = min(libs)
-        summary = f"| {title} | {act3d * 1e3:.1f} | {best} | {best_t * 1e3:.1f} | **{best_t / act3d:.2f}** |"
-    else:
-        summary = f"| {title} | {act3d * 1e3:.1f} | (none installed) | - | - |"
+    if not libs:
+        return lines, f"| {title} | {act3d_wall * 1e3:.1f} | (none installed) | - | - | - |"
+    (best_wall, best_cpu), best = min(libs)
+    summary = (
+        f"| {title} | {act3d_wall * 1e3:.1f} | {best} | {best_wall * 1e3:.1f} | "
+        f"**{best_wall / act3d_wall:.2f}** | {best_cpu / act3d_cpu:.2f} |"
+    )
     return lines, summary
 
 
@@ -247,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     installed = [name for name, mod in (("fpsample", libs.fpsample), ("point-cloud-utils", libs.pcu), ("scipy", libs.spatial), ("open3d", libs.o3d)) if mod is not None]
     missing = [name for name, mod in (("fpsample", libs.fpsample), ("point-cloud-utils", libs.pcu), ("scipy", libs.spatial), ("open3d", libs.o3d)) if mod is None]
     print(f"- libraries: {', '.join(installed) or 'none'}" + (f"; not installed (skipped): {', '.join(missing)}" if missing else ""))
-    print(f"- median of {repeats} runs after a warm-up run (naive: at most 3); float32; batch {b}")
+    print(f"- median of {repeats} runs after a warm-up run (entries slower than {_SLOW_BUDGET_S / repeats:.0f} s: fewer runs, >= 1); float32; batch {b}")
     print()
 
     cases = [
@@ -258,8 +274,14 @@ def main(argv: list[str] | None = None) -> int:
         ("group 1024 -> 64x32", lambda: _group_cases(libs, b, 1024, 64, 32, repeats, True)),
         ("Chamfer L1 2x(1024)", lambda: _chamfer_cases(libs, b, 1024, repeats, True)),
     ]
-    detail = ["| case | implementation | median ms | time / act3d numba | note |", "|---|---|---:|---:|---|"]
-    summary = ["| case | act3d (ms) | fastest library | library (ms) | library / act3d |", "|---|---:|---|---:|---:|"]
+    detail = [
+        "| case | implementation | wall ms | CPU ms | wall / act3d numba | note |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    summary = [
+        "| case | act3d wall ms | fastest library (by wall time) | library wall ms | library / act3d (wall) | library / act3d (CPU) |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
     for title, run in cases:
         lines, line = _report(title, run())
         detail.extend(lines)

@@ -9,12 +9,12 @@ Sizes are tiny except one paper-size student (21.8M parameters) built in memory.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 from pathlib import Path
 
 import pytest
 import torch
-
 from act3d.checkpoint import CheckpointError
 from act3d.cli import main
 from act3d.convert import (
@@ -31,8 +31,10 @@ from act3d.models.mpm import MaskedPointModel, MPMConfig
 from act3d.models.student import EncoderConfig, PointEncoder
 from act3d.train.finetune import load_classifier, load_init_backbone
 
-TINY = EncoderConfig.tiny(num_groups=8, group_size=8)
-TINY_JSON = json.dumps({"num_groups": 8, "group_size": 8})
+DIM, DEPTH = 32, 2
+OVERRIDES = {"num_groups": 8, "group_size": 8, "num_heads": 2}
+SMALL = EncoderConfig(embed_dim=DIM, depth=DEPTH, **OVERRIDES)
+SMALL_JSON = json.dumps(OVERRIDES)
 
 
 # ----------------------------------------------------------------------------- §5 layouts
@@ -117,15 +119,17 @@ def reference_classifier(dim: int, depth: int, classes: int) -> dict[str, tuple[
 
 
 def make_tensors(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded values; each key gets its own offset, so any two keys differ."""
     gen = torch.Generator().manual_seed(seed)
+    largest = max(math.prod(shape) for shape in shapes.values())
+    pool = torch.rand(largest, generator=gen) * 0.1 - 0.05
     out = {}
-    for key, shape in shapes.items():
+    for i, (key, shape) in enumerate(shapes.items()):
         if key.endswith("num_batches_tracked"):
-            out[key] = torch.tensor(7, dtype=torch.int64)
-        elif key.endswith("running_var"):
-            out[key] = torch.rand(shape, generator=gen) + 0.5
+            out[key] = torch.tensor(7 + i, dtype=torch.int64)
         else:
-            out[key] = torch.randn(shape, generator=gen) * 0.05
+            start = (i * 7919) % (largest - math.prod(shape) + 1)
+            out[key] = pool[start : start + math.prod(shape)].reshape(shape) + 1.0 + i * 1e-3
     return out
 
 
@@ -156,45 +160,47 @@ def test_paper_size_act_checkpoint_maps_with_zero_missing_keys():
     assert set(result.ignored) == set(shapes) - set(backbone)
     for key in backbone:
         assert torch.equal(result.state_dict[act3d_key(key, "ACT_encoder.")], ref[key]), key
-    model = result.build_model()
-    assert sum(p.numel() for p in model.parameters()) == 21_825_792  # the paper's 21.8M
-    back = to_reference(model, "act")
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    parameters = sum(v.numel() for k, v in result.state_dict.items() if not k.endswith(buffers))
+    assert parameters == 21_825_792  # the paper's 21.8M
+    back = to_reference(result.state_dict, "act")
     assert set(back) == set(backbone)
     assert all(torch.equal(back[k], ref[k]) for k in backbone)
 
 
 @pytest.mark.parametrize("module", [False, True])
 def test_act_student_file_converts_to_an_encoder_file_the_finetune_init_loads(tmp_path, capsys, module):
-    ref = make_tensors(reference_act_pretrain(128, 4), seed=1)
+    ref = make_tensors(reference_act_pretrain(DIM, DEPTH), seed=1)
     src = save_pth(tmp_path / "ckpt-last.pth", ref, module=module)
     out = tmp_path / "student.safetensors"
-    assert main(["convert", str(src), str(out), "--config", TINY_JSON]) == 0
+    assert main(["convert", str(src), str(out), "--config", SMALL_JSON]) == 0
     printed = capsys.readouterr().out
     assert "reference layout 'act' -> act3d student" in printed and "dvae_tokenizer" in printed
     encoder = load_encoder(out)
-    assert encoder.config == TINY
+    assert encoder.config == SMALL
     own = encoder.state_dict()
     for key, value in ref.items():
         if key.startswith("ACT_encoder.") and "_head." not in key:
             assert torch.equal(own[act3d_key(key, "ACT_encoder.")], value), key
     config, state, _ = load_init_backbone(str(out))
-    assert config == TINY and set(state) == set(own)
+    assert config == SMALL and set(state) == set(own)
 
 
-def test_classifier_round_trip_is_bit_identical_with_identical_logits(tmp_path):
+def test_classifier_round_trip_is_bit_identical_with_identical_logits(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACT3D_OPS_BACKEND", "torch")  # grouping ops without JIT compilation
     torch.manual_seed(0)
-    model = PointClassifier(TINY, num_classes=5)
+    model = PointClassifier(SMALL, num_classes=5)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm1d):
             module.running_mean.normal_()
             module.running_var.uniform_(0.5, 2.0)
     model.eval()
     ref = to_reference(model, "classifier")
-    assert {k: tuple(v.shape) for k, v in ref.items()} == reference_classifier(128, 4, 5)
+    assert {k: tuple(v.shape) for k, v in ref.items()} == reference_classifier(DIM, DEPTH, 5)
 
     src = save_pth(tmp_path / "cls.pth", ref, module=True)
     out = tmp_path / "classifier.safetensors"
-    assert main(["convert", str(src), str(out), "--config", TINY_JSON]) == 0
+    assert main(["convert", str(src), str(out), "--config", SMALL_JSON]) == 0
     loaded = load_classifier(out)
     assert loaded.mode == "full" and loaded.num_classes == 5
     original = model.state_dict()
@@ -211,13 +217,32 @@ def test_classifier_round_trip_is_bit_identical_with_identical_logits(tmp_path):
     assert all(torch.equal(written["base_model"][k], v) for k, v in ref.items())
 
 
-def test_pointmae_file_maps_the_encoder_and_reports_the_missing_cls_token(tmp_path):
-    shapes = reference_backbone(128, 4, "MAE_encoder.", cls=False)
-    shapes.update(_decoder("MAE_decoder", 128, 2))
-    shapes.update({"increase_dim.0.weight": (3 * 8, 128, 1), "increase_dim.0.bias": (3 * 8,)})
+@pytest.mark.parametrize("head", ["mlp3", "linear"])
+def test_hand_built_classifier_converts_and_exports_back_unchanged(tmp_path, head):
+    shapes = reference_classifier(DIM, DEPTH, 3)
+    if head == "linear":
+        shapes = {k: v for k, v in shapes.items() if not k.startswith("cls_head_finetune.")}
+        shapes.update({"cls_head_finetune.0.weight": (3, 2 * DIM), "cls_head_finetune.0.bias": (3,)})
+    ref = make_tensors(shapes, seed=6)
+    src = save_pth(tmp_path / "cls.pth", ref)
+    out = tmp_path / "classifier.safetensors"
+    with pytest.raises(ValueError, match="2 class names"):
+        convert_file(src, out, config=OVERRIDES, mode=head, class_names=["a", "b"])
+    result = convert_file(src, out, config=OVERRIDES, mode=head, class_names=["a", "b", "c"])
+    assert result.kind == "classifier" and result.missing == () and result.unexpected == ()
+    loaded = load_classifier(out)
+    assert loaded.mode == head and loaded.class_names == ["a", "b", "c"]
+    back = to_reference(loaded, "classifier")
+    assert set(back) == set(ref) and all(torch.equal(back[k], ref[k]) for k in ref)
+
+
+def test_pointmae_file_maps_the_encoder_and_reports_the_missing_cls_token(tmp_path, capsys):
+    shapes = reference_backbone(DIM, DEPTH, "MAE_encoder.", cls=False)
+    shapes.update(_decoder("MAE_decoder", DIM, 2))
+    shapes.update({"increase_dim.0.weight": (3 * 8, DIM, 1), "increase_dim.0.bias": (3 * 8,)})
     ref = make_tensors(shapes, seed=2)
 
-    student = convert_reference(ref, config={"num_groups": 8, "group_size": 8}, source="mae.pth")
+    student = convert_reference(ref, config=OVERRIDES, source="mae.pth")
     assert student.layout == "pointmae" and student.missing == ("cls_token", "cls_pos")
     assert student.unexpected == ()
     for key in shapes:
@@ -225,9 +250,12 @@ def test_pointmae_file_maps_the_encoder_and_reports_the_missing_cls_token(tmp_pa
             assert torch.equal(student.state_dict[act3d_key(key, "MAE_encoder.")], ref[key]), key
     assert any("cls_token" in note for note in student.notes)
     with pytest.raises(ValueError, match=r"mae\.pth.*cls_token"):
-        convert_reference(ref, strict=True, source="mae.pth")
+        convert_reference(ref, config=OVERRIDES, strict=True, source="mae.pth")
+    src = save_pth(tmp_path / "pointmae.pth", ref, module=True)
+    assert main(["convert", str(src), str(tmp_path / "s.safetensors"), "--strict", "--config", SMALL_JSON]) == 2
+    assert "cls_token" in capsys.readouterr().err and not (tmp_path / "s.safetensors").exists()
 
-    mpm = convert_reference(ref, "mpm", config={"num_groups": 8})
+    mpm = convert_reference(ref, "mpm", config={"num_groups": 8, "num_heads": 2})
     assert mpm.mpm_config.target == "points" and mpm.encoder_config.group_size == 8
     assert mpm.mpm_config.decoder_depth == 2
     assert torch.equal(mpm.state_dict["proj_head.weight"], ref["increase_dim.0.weight"][..., 0])
@@ -237,10 +265,10 @@ def test_pointmae_file_maps_the_encoder_and_reports_the_missing_cls_token(tmp_pa
 
 
 def test_mpm_kind_keeps_the_act_decoder_and_round_trips_through_a_file(tmp_path):
-    ref = make_tensors(reference_act_pretrain(128, 4), seed=3)
+    ref = make_tensors(reference_act_pretrain(DIM, DEPTH), seed=3)
     src = save_pth(tmp_path / "act.pth", ref)
     out = tmp_path / "mpm.safetensors"
-    result = convert_file(src, out, "mpm", config={"num_groups": 8, "group_size": 8})
+    result = convert_file(src, out, "mpm", config=OVERRIDES)
     assert result.missing == () and result.unexpected == ()
     model = load_mpm(out)
     assert isinstance(model, MaskedPointModel) and model.config.target == "latent"
@@ -262,22 +290,24 @@ def test_a_dict_with_no_backbone_key_fails_loudly_naming_the_file_and_prefixes(t
 
 
 def test_shape_mismatch_config_conflict_and_incomplete_backbone_are_errors():
-    ref = make_tensors(reference_act_pretrain(128, 4), seed=4)
-    bad = dict(ref, **{"ACT_encoder.blocks.blocks.2.mlp.fc2.bias": torch.zeros(64)})
-    with pytest.raises(ValueError, match=r"ACT_encoder\.blocks\.blocks\.2\.mlp\.fc2\.bias.*\(64,\)"):
-        convert_reference(bad, source="bad.pth")
-    with pytest.raises(ValueError, match="embed_dim=384 but the weights have embed_dim=128"):
+    ref = make_tensors(reference_act_pretrain(DIM, DEPTH), seed=4)
+    bad = dict(ref, **{"ACT_encoder.blocks.blocks.1.mlp.fc2.bias": torch.zeros(64)})
+    with pytest.raises(ValueError, match=r"ACT_encoder\.blocks\.blocks\.1\.mlp\.fc2\.bias.*\(64,\)"):
+        convert_reference(bad, config=OVERRIDES, source="bad.pth")
+    with pytest.raises(ValueError, match=f"embed_dim=384 but the weights have embed_dim={DIM}"):
         convert_reference(ref, config="paper")
+    with pytest.raises(ValueError, match="pass heads"):  # 32-d: no default number of heads
+        convert_reference(ref)
     incomplete = {k: v for k, v in ref.items() if "blocks.blocks.1.attn" not in k}
     with pytest.raises(ValueError, match=r"lacks act3d keys .*blocks\.1\.attn"):
-        convert_reference(incomplete)
-    assert convert_reference(ref, heads=8).encoder_config.num_heads == 8
+        convert_reference(incomplete, config=OVERRIDES)
+    assert convert_reference(ref, config=OVERRIDES, heads=8).encoder_config.num_heads == 8
     with pytest.raises(ValueError, match="cls_head_finetune"):
-        convert_reference(ref, "classifier")
+        convert_reference(ref, "classifier", config=OVERRIDES)
 
 
 def test_corrupt_truncated_and_malicious_files_are_refused_and_nothing_runs(tmp_path):
-    good = save_pth(tmp_path / "good.pth", make_tensors(reference_backbone(128, 1, "ACT_encoder.")))
+    good = save_pth(tmp_path / "good.pth", make_tensors(reference_backbone(DIM, 1, "ACT_encoder.")))
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(bytes(range(256)) * 8)
     truncated = tmp_path / "truncated.pth"
@@ -304,6 +334,7 @@ def test_corrupt_truncated_and_malicious_files_are_refused_and_nothing_runs(tmp_
         with pytest.raises(CheckpointError, match=path.name):
             load_reference_checkpoint(path)
         assert main(["convert", str(path), str(tmp_path / "out.safetensors")]) == 2
+        assert not (tmp_path / "out.safetensors").exists()
     with pytest.raises(CheckpointError, match="GLOBAL"):
         load_reference_checkpoint(malicious)
     assert not target.exists()
@@ -313,11 +344,12 @@ def test_corrupt_truncated_and_malicious_files_are_refused_and_nothing_runs(tmp_
 def test_to_reference_refuses_what_a_layout_cannot_hold():
     torch.manual_seed(0)
     with pytest.raises(ValueError, match="layout 'classifier' only"):
-        to_reference(PointClassifier(TINY, 3), "act")
+        to_reference(PointClassifier(SMALL, 3), "act")
     with pytest.raises(ValueError, match="unknown layout"):
-        to_reference(PointEncoder(TINY), "timm")
-    encoder_keys = to_reference(PointEncoder(TINY), "pointmae", module_prefix=True)
-    assert set(encoder_keys) == {f"module.{k}" for k in reference_backbone(128, 4, "MAE_encoder.", cls=False)}
-    latent = MaskedPointModel(MPMConfig(encoder=TINY))
+        to_reference(PointEncoder(SMALL), "timm")
+    encoder_keys = to_reference(PointEncoder(SMALL), "pointmae", module_prefix=True)
+    assert set(encoder_keys) == {f"module.{k}" for k in reference_backbone(DIM, DEPTH, "MAE_encoder.", cls=False)}
+    latent = MaskedPointModel(MPMConfig(encoder=SMALL))
     with pytest.raises(ValueError, match="increase_dim"):
         to_reference(latent, "pointmae")
+

@@ -78,17 +78,25 @@ def test_fps_large_offset_and_noncontiguous():
     )
 
 
-def test_fps_threads_do_not_change_result():
+def test_threads_do_not_change_results():
     points = _cloud(5, 300, seed=6)
+    query = _cloud(5, 150, seed=7)
+    results = []
     before = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)
-        one = ops.farthest_point_sample(points, 40, backend="numba")
-        torch.set_num_threads(2)
-        two = ops.farthest_point_sample(points, 40, backend="numba")
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(
+                (
+                    ops.farthest_point_sample(points, 40, backend="numba"),
+                    *ops.knn(query, points, 8, backend="numba"),
+                    ops.chamfer_distance(query, points, reduction="none", backend="numba"),
+                )
+            )
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(one, two)
+    for one, two in zip(*results):
+        assert torch.equal(one, two)
 
 
 # ----------------------------------------------------------------------------- kNN
@@ -260,6 +268,31 @@ def test_chamfer_ties_on_lattice():
         torch.testing.assert_close(ops.chamfer_distance(a, b, norm=1, reduction="none", backend=backend), ref)
 
 
+def _distributions(seed: int) -> dict[str, torch.Tensor]:
+    """Awkward clouds (2, 600, 3) float32: clusters, a plane, tiny and huge scales."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(2, 4, 1, 3, generator=g) * 5
+    clusters = (centers + 0.01 * torch.randn(2, 4, 150, 3, generator=g)).reshape(2, 600, 3)
+    plane = torch.rand(2, 600, 3, generator=g) * torch.tensor([1.0, 1.0, 0.0])
+    base = torch.rand(2, 600, 3, generator=g)
+    return {"clusters": clusters, "plane": plane, "tiny": base * 1e-6, "huge": base * 1e4 - 3e3}
+
+
+@pytest.mark.parametrize("name", ["clusters", "plane", "tiny", "huge"])
+def test_numba_kernels_exact_on_awkward_clouds(name):
+    from act3d.ops._numba_kernels import _nn_idx_numba
+
+    points = _distributions(22)[name]
+    query = points.flip(1)[:, :100] + 1e-3 * points.std()
+    assert torch.equal(ops.farthest_point_sample(points, 100, backend="numba"), ops.farthest_point_sample_naive(points, 100))
+    d, i = ops.knn(query, points, 16, backend="numba")
+    d_ref, i_ref = ops.knn_naive(query, points, 16)
+    assert torch.equal(i, i_ref) and torch.equal(d, d_ref)
+    ab, ba = _nn_idx_numba(query, points)
+    assert torch.equal(ab, ops.knn_naive(query, points, 1)[1][..., 0])
+    assert torch.equal(ba, ops.knn_naive(points, query, 1)[1][..., 0])
+
+
 # ----------------------------------------------------------------------------- mask
 
 
@@ -321,6 +354,14 @@ BAD_CALLS = [
 def test_bad_inputs_raise_value_error_naming_argument(call, name):
     with pytest.raises(ValueError, match=rf"\b{name}\b"):
         call()
+
+
+def test_half_precision_uses_torch_path():
+    points = _cloud(2, 200, seed=23)
+    idx = ops.farthest_point_sample(points.to(torch.bfloat16), 20)
+    assert torch.equal(idx, ops.farthest_point_sample_naive(points.to(torch.bfloat16), 20))
+    with pytest.raises(ValueError, match="backend"):
+        ops.knn(points.half(), points.half(), 3, backend="numba")
 
 
 def test_backend_env_var(monkeypatch):

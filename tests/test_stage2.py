@@ -15,7 +15,7 @@ from act3d.models.classifier import PointClassifier
 from act3d.models.encoder_api import load_encoder
 from act3d.models.mpm import MaskedPointModel
 from act3d.models.teachers.base import BlockStackTeacher
-from act3d.train.stage1 import save_autoencoder
+from act3d.train.stage1 import Stage1Config, save_autoencoder
 from act3d.train.stage2 import TARGETS, Stage2Config, Stage2ModelConfig, Stage2Task, pretrain
 
 G, K, N = 16, 16, 256
@@ -226,9 +226,12 @@ def test_cli_target_choices(capsys) -> None:
     assert "needs a Stage I teacher" in capsys.readouterr().err
 
 
-def test_presets_load() -> None:
+def test_presets_load_and_pair_with_stage1() -> None:
     for name in ("tiny", "small", "paper"):
         cfg = load_config(Stage2Config, name, stage="pretrain")
+        teacher = load_config(Stage1Config, name, stage="pretrain-teacher")
+        assert cfg.data.num_points == teacher.data.num_points
+        assert (cfg.model.num_groups, cfg.model.group_size) == (teacher.model.num_groups, teacher.model.group_size)
         assert cfg.model.mpm_config("points").encoder.num_groups == cfg.model.num_groups
     paper = load_config(Stage2Config, "paper", stage="pretrain")
     assert (paper.model.encoder, paper.model.mask_ratio, paper.optim.batch_size) == ("paper", 0.8, 128)

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "act3d.train.segment",
     "act3d.eval.cli",
     "act3d.convert",
+    "act3d.demo",
 )
 
 

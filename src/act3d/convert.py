@@ -66,7 +66,7 @@ from act3d.checkpoint import (
     read_weights_metadata,
     save_weights,
 )
-from act3d.models.classifier import PointClassifier
+from act3d.models.classifier import CLASSIFIER_MODES, PointClassifier
 from act3d.models.mpm import MaskedPointModel, MPMConfig
 from act3d.models.student import ENCODER_PRESETS, EncoderConfig, PointEncoder
 
@@ -111,6 +111,7 @@ _BACKBONE_PATTERNS = (
 )
 _REF_BLOCK = re.compile(r"blocks\.blocks\.(\d+)\.(.+)")
 _OWN_BLOCK = re.compile(r"blocks\.(\d+)\.(.+)")
+_OWN_DECODER_BLOCK = re.compile(r"decoder\.(\d+)\.(.+)")
 _UNUSED_ENCODER_HEADS = ("lm_head.", "cls_head.")
 
 
@@ -151,21 +152,27 @@ def load_reference_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"cannot read {path}: corrupt, or not a checkpoint torch.load(weights_only=True) "
             f"can read ({detail})"
         ) from err
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, UnicodeDecodeError) as err:
-        raise CheckpointError(f"corrupt or truncated checkpoint file {path}: {str(err) or type(err).__name__}") from err
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        reason = str(err) or type(err).__name__
+        raise CheckpointError(f"corrupt or truncated checkpoint file {path}: {reason}") from err
     if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"checkpoint file {path} holds a {type(checkpoint).__name__}, not a dict")
+        kind = type(checkpoint).__name__
+        raise CheckpointError(f"checkpoint file {path} holds a {kind}, not a dict")
     return checkpoint
 
 
 def _unpickling_detail(err: BaseException) -> str:
     """The weights-only unpickler's reason, without torch's advice on bypassing it."""
     text = " ".join(str(err).split())
-    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s*Please use|\s*Check the documentation|$)", text)
+    match = re.search(
+        r"WeightsUnpickler error:\s*(.+?)(?:\.\s*Please use|\s*Check the documentation|$)", text
+    )
     return match[1].strip() if match else (text[:200] or type(err).__name__)
 
 
-def extract_state_dict(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> dict[str, Tensor]:
+def extract_state_dict(
+    checkpoint: Mapping[str, Any], source: str = "checkpoint"
+) -> dict[str, Tensor]:
     """The model weights of a reference checkpoint, ``module.`` prefixes stripped.
 
     Takes ``checkpoint["base_model"]`` (else ``"model"``, else ``"state_dict"``), or the
@@ -197,12 +204,16 @@ def extract_state_dict(checkpoint: Mapping[str, Any], source: str = "checkpoint"
         if not isinstance(key, str):
             raise ValueError(f"{source}: state dict key {key!r} is not a string")
         if not isinstance(value, Tensor):
-            raise ValueError(f"{source}: state dict entry {key!r} is a {type(value).__name__}, not a tensor")
+            raise ValueError(
+                f"{source}: state dict entry {key!r} is a {type(value).__name__}, not a tensor"
+            )
         name = key
         while name.startswith("module."):
             name = name[len("module."):]
         if name in out:
-            raise ValueError(f"{source}: keys {key!r} and another collide as {name!r} once 'module.' is stripped")
+            raise ValueError(
+                f"{source}: key {key!r} collides with another as {name!r} once 'module.' is stripped"
+            )
         out[name] = value
     if not out:
         raise ValueError(f"{source}: the state dict is empty")
@@ -266,7 +277,9 @@ def _detect_layout(state: Mapping[str, Tensor], source: str) -> str:
 # ----------------------------------------------------------------------------- config
 
 
-def _resolve_base_config(config: str | EncoderConfig | Mapping[str, Any] | None) -> tuple[dict[str, Any], bool]:
+def _resolve_base_config(
+    config: str | EncoderConfig | Mapping[str, Any] | None,
+) -> tuple[dict[str, Any], bool]:
     """(fields, complete): a full config (preset / EncoderConfig) or partial overrides."""
     if config is None:
         return {}, False
@@ -305,10 +318,12 @@ def _infer_encoder_fields(backbone: Mapping[str, Tensor], source: str) -> dict[s
     """embed_dim, depth, mlp_ratio and qkv_bias from act3d-keyed backbone tensors."""
     for key in ("norm.weight", "pos_embed.2.weight", "cls_token", "blocks.0.norm1.weight"):
         if key in backbone:
-            embed_dim = int(backbone[key].shape[0] if key != "cls_token" else backbone[key].shape[-1])
+            embed_dim = int(backbone[key].shape[-1 if key == "cls_token" else 0])
             break
     else:
-        raise ValueError(f"{source}: cannot infer embed_dim: no 'norm.weight', 'pos_embed.2.weight' or 'cls_token'")
+        raise ValueError(
+            f"{source}: cannot infer embed_dim: no 'norm.weight', 'pos_embed.2.weight' or 'cls_token'"
+        )
     indices = sorted({int(m[1]) for k in backbone if (m := _OWN_BLOCK.fullmatch(k))})
     if not indices:
         raise ValueError(f"{source}: no Transformer block keys ('blocks.blocks.N.*') found")
@@ -316,7 +331,9 @@ def _infer_encoder_fields(backbone: Mapping[str, Tensor], source: str) -> dict[s
         raise ValueError(f"{source}: Transformer block indices are not 0..N-1: {indices}")
     fc1 = backbone.get("blocks.0.mlp.fc1.weight")
     if fc1 is None:
-        raise ValueError(f"{source}: missing 'blocks.blocks.0.mlp.fc1.weight'; cannot infer the MLP width")
+        raise ValueError(
+            f"{source}: missing 'blocks.blocks.0.mlp.fc1.weight'; cannot infer the MLP width"
+        )
     return {
         "embed_dim": embed_dim,
         "depth": len(indices),
@@ -371,7 +388,8 @@ class ConversionResult:
             (:class:`PointClassifier`) or ``"mpm"`` (:class:`MaskedPointModel`).
         layout: the reference layout found: ``"act"``, ``"pointmae"`` or ``"classifier"``.
         encoder_config: the backbone's size (inferred; heads assumed unless given).
-        state_dict: every tensor of the act3d model, keyed like its ``state_dict()``.
+        state_dict: every tensor of the act3d model, keyed like its ``state_dict()``
+            (copies: nothing aliases the input dict).
         missing: act3d keys the file lacks, filled from a fresh seeded initialisation
             (e.g. ``cls_token``/``cls_pos`` of a Point-MAE file).
         unexpected: reference keys that map onto nothing (dropped).
@@ -400,14 +418,12 @@ class ConversionResult:
     _model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     def build_model(self) -> nn.Module:
-        """A new act3d model with these weights loaded (every key checked), in eval mode."""
+        """A new act3d model holding these weights (its own copy), in eval mode."""
         if self._model is not None:
-            model = copy.deepcopy(self._model)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_INIT_SEED)
-                model = _build(self)
-        model.load_state_dict(self.state_dict, strict=True)
+            return copy.deepcopy(self._model).eval()
+        model = _skeleton(self)
+        state = {k: v.clone() for k, v in self.state_dict.items()}
+        model.load_state_dict(state, strict=True, assign=True)
         return model.eval()
 
     def summary(self) -> str:
@@ -425,7 +441,8 @@ class ConversionResult:
                 f"mask_ratio {self.mpm_config.mask_ratio}"
             )
         lines.append(f"  missing (fresh init): {list(self.missing) if self.missing else 'none'}")
-        lines.append(f"  unexpected (dropped): {_group_keys(self.unexpected) if self.unexpected else 'none'}")
+        unexpected = _group_keys(self.unexpected) if self.unexpected else "none"
+        lines.append(f"  unexpected (dropped): {unexpected}")
         lines.append(f"  ignored: {_group_keys(self.ignored) if self.ignored else 'none'}")
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
@@ -438,6 +455,23 @@ def _group_keys(keys: Sequence[str]) -> str:
         parts = key.split(".")
         groups[".".join(parts[:2]) + ".*" if len(parts) > 2 else key] += 1
     return ", ".join(f"{name} ({n})" if n > 1 else name for name, n in sorted(groups.items()))
+
+
+def _skeleton(result: ConversionResult) -> nn.Module:
+    """The act3d model of ``result``'s kind, built with a fixed seed (the global RNG is left
+    untouched); its tensors are then replaced by the converted ones (``assign=True``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_INIT_SEED)
+        return _build(result)
+
+
+def _fresh_value(like: Tensor, generator: torch.Generator) -> Tensor:
+    """A tolerated missing tensor: trunc-normal (std 0.02) like the reference's cls token,
+    zeros for integer buffers (BN counters)."""
+    if like.dtype.is_floating_point:
+        value = torch.empty(like.shape, dtype=like.dtype)
+        return nn.init.trunc_normal_(value, std=0.02, generator=generator)
+    return torch.zeros(like.shape, dtype=like.dtype)
 
 
 def _build(result: ConversionResult) -> nn.Module:
@@ -455,7 +489,9 @@ def _build(result: ConversionResult) -> nn.Module:
     return MaskedPointModel(result.mpm_config)
 
 
-def _classifier_head(head: Mapping[str, Tensor], mode: str | None, source: str, notes: list[str]) -> tuple[int, str, int]:
+def _classifier_head(
+    head: Mapping[str, Tensor], mode: str | None, source: str, notes: list[str]
+) -> tuple[int, str, int]:
     """(num_classes, mode, hidden) from ``cls_head_finetune`` keys (prefix removed)."""
     indices = sorted({int(k.split(".")[0]) for k in head if k.split(".")[0].isdigit()})
     if indices == [0]:
@@ -476,7 +512,9 @@ def _classifier_head(head: Mapping[str, Tensor], mode: str | None, source: str, 
             notes.append("classifier mode 'full' assumed ('full' and 'mlp3' have the same weights)")
         return num_classes, found, hidden
     if (mode == "linear") != (found == "linear"):
-        raise ValueError(f"{source}: mode {mode!r} does not match the head in the file ({found} layout)")
+        raise ValueError(
+            f"{source}: mode {mode!r} does not match the head in the file ({found} layout)"
+        )
     return num_classes, mode, hidden
 
 
@@ -486,12 +524,17 @@ def _tolerated_missing(key: str, own_prefix: str) -> bool:
     return _TOLERATED_MISSING.fullmatch(sub) is not None
 
 
-def _conv_to_linear(value: Tensor, ref_key: str, target_shape: tuple[int, ...], source: str) -> Tensor:
+def _conv_to_linear(
+    value: Tensor, ref_key: str, target_shape: tuple[int, ...], source: str
+) -> Tensor:
     """A Conv1d kernel-1 weight (out, in, 1) used as a Linear weight (out, in)."""
     if value.ndim == 3 and value.shape[-1] == 1 and len(target_shape) == 2:
         return value[..., 0]
     if value.ndim == 3:
-        raise ValueError(f"{source}: {ref_key!r} has shape {tuple(value.shape)}; expected a kernel-1 Conv1d weight")
+        raise ValueError(
+            f"{source}: {ref_key!r} has shape {tuple(value.shape)}; expected a kernel-1 "
+            "Conv1d weight"
+        )
     return value
 
 
@@ -551,7 +594,9 @@ def convert_reference(
             roles[key] = "unused head"
         elif layout != "classifier" and (own := _decoder_key(key)) is not None:
             if own in decoder:
-                raise ValueError(f"{source}: keys {decoder[own][0]!r} and {key!r} both map onto act3d {own!r}")
+                raise ValueError(
+                    f"{source}: keys {decoder[own][0]!r} and {key!r} both map onto act3d {own!r}"
+                )
             decoder[own] = (key, value)
         else:
             roles[key] = "unexpected"
@@ -584,7 +629,7 @@ def convert_reference(
             if proj_out % 3:
                 raise ValueError(f"{source}: point head output {proj_out} is not a multiple of 3")
             inferred["group_size"] = proj_out // 3
-        decoder_blocks = {int(m[1]) for k in decoder if (m := re.fullmatch(r"decoder\.(\d+)\..+", k))}
+        decoder_blocks = {int(m[1]) for k in decoder if (m := _OWN_DECODER_BLOCK.fullmatch(k))}
         mpm_fields = {
             "mask_ratio": _MASK_RATIO.get(layout, 0.8),
             "decoder_depth": len(decoder_blocks),
@@ -621,10 +666,8 @@ def convert_reference(
     draft = ConversionResult(
         kind, layout, encoder_config, {}, (), (), (), mpm_config=mpm_config, **result_fields
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_INIT_SEED)
-        model = _build(draft)
-    fresh = model.state_dict()
+    model = _skeleton(draft)
+    fresh = model.state_dict()  # names, shapes and dtypes only
 
     state_out: dict[str, Tensor] = {}
     for own, (ref_key, value) in mapped.items():
@@ -639,7 +682,7 @@ def convert_reference(
                 f"{source}: shape mismatch: reference {ref_key!r} has {tuple(value.shape)}, "
                 f"act3d {own!r} expects {tuple(target.shape)}"
             )
-        state_out[own] = value.detach().to(dtype=target.dtype).clone()
+        state_out[own] = value.detach().to(dtype=target.dtype)
 
     missing = tuple(k for k in fresh if k not in state_out)
     unexpected = tuple(sorted(k for k, role in roles.items() if role == "unexpected"))
@@ -656,17 +699,22 @@ def convert_reference(
             f"{source}: strict conversion failed; act3d keys missing from the file: {list(missing)}; "
             f"reference keys that map onto nothing: {list(unexpected)}"
         )
+    generator = torch.Generator().manual_seed(_INIT_SEED)
     for key in missing:
-        state_out[key] = fresh[key].clone()
+        state_out[key] = _fresh_value(fresh[key], generator)
         if key.endswith(("cls_token", "cls_pos")):
-            notes.append(f"{key!r} is not in the {layout!r} file; initialised (trunc-normal std 0.02, seed {_INIT_SEED})")
-    state_out = {k: state_out[k] for k in fresh}
-    model.load_state_dict(state_out, strict=True)
+            notes.append(
+                f"{key!r} is not in the {layout!r} file; initialised (trunc-normal std 0.02, "
+                f"seed {_INIT_SEED})"
+            )
+    # contiguous copies: nothing aliases the input
+    state_out = {k: state_out[k].clone(memory_format=torch.contiguous_format) for k in fresh}
+    model.load_state_dict(state_out, strict=True, assign=True)
     return ConversionResult(
         kind=kind,
         layout=layout,
         encoder_config=encoder_config,
-        state_dict=state_out,
+        state_dict=dict(model.state_dict()),
         missing=missing,
         unexpected=unexpected,
         ignored=ignored,
@@ -681,7 +729,11 @@ def convert_reference(
 # ----------------------------------------------------------------------------- act3d mpm files
 
 
-def save_mpm(model: MaskedPointModel, path: str | os.PathLike[str], extra: Mapping[str, str] | None = None) -> Path:
+def save_mpm(
+    model: MaskedPointModel,
+    path: str | os.PathLike[str],
+    extra: Mapping[str, str] | None = None,
+) -> Path:
     """Write a whole masked point model (student + decoder) to ``path`` atomically.
 
     Metadata: ``{"format": "act3d.mpm", "format_version": "1", "mpm_config": "<JSON>"}``
@@ -722,7 +774,10 @@ def load_mpm(path: str | os.PathLike[str], device: str | torch.device = "cpu") -
         raise ValueError(f"{path}: keys do not match; missing: {missing}; unexpected: {unexpected}")
     for key, value in state.items():
         if tuple(value.shape) != tuple(own[key].shape):
-            raise ValueError(f"{path}: shape mismatch for {key!r}: file {tuple(value.shape)}, model {tuple(own[key].shape)}")
+            raise ValueError(
+                f"{path}: shape mismatch for {key!r}: file {tuple(value.shape)}, "
+                f"model {tuple(own[key].shape)}"
+            )
     model.load_state_dict(state)
     return model.to(device).eval()
 
@@ -850,14 +905,17 @@ def to_reference(
     if kind == "classifier" and layout != "classifier":
         raise ValueError(f"a classifier exports to layout 'classifier' only, not {layout!r}")
     if kind == "mpm" and layout == "classifier":
-        raise ValueError("layout 'classifier' has no decoder; export a masked point model as 'act' or 'pointmae'")
+        raise ValueError(
+            "layout 'classifier' has no decoder; export a masked point model as 'act' or "
+            "'pointmae'"
+        )
     own_prefix = {"student": "", "classifier": "backbone.", "mpm": "student."}[kind]
     enc_prefix = _ENCODER_PREFIX[layout]
     out: dict[str, Tensor] = {}
     for key, value in state.items():
         value = value.detach().cpu().contiguous().clone()
-        if key.startswith(own_prefix) and _backbone_key(_reference_backbone_key(key[len(own_prefix):])) is not None:
-            sub = key[len(own_prefix):]
+        sub = key[len(own_prefix):] if key.startswith(own_prefix) else None
+        if sub is not None and _backbone_key(_reference_backbone_key(sub)) is not None:
             if layout == "pointmae" and sub in ("cls_token", "cls_pos"):
                 continue
             out[enc_prefix + _reference_backbone_key(sub)] = value
@@ -980,8 +1038,12 @@ def _read_class_names(path: str | None) -> list[str] | None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.to_reference:
-        state = export_reference(args.input, args.output, args.layout, module_prefix=args.module_prefix)
-        print(f"wrote {args.output}: {{'base_model': {len(state)} tensors}} in the reference layout")
+        state = export_reference(
+            args.input, args.output, args.layout, module_prefix=args.module_prefix
+        )
+        print(f"wrote {args.output}: {{'base_model': {len(state)} tensors}} (reference layout)")
+        if args.layout == "pointmae":
+            print("note: cls_token and cls_pos are not written (Point-MAE's encoder has none)")
         return 0
     if args.layout is not None or args.module_prefix:
         raise ValueError("--layout and --module-prefix apply to --to-reference only")
@@ -1015,19 +1077,39 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("input", help="IN.pth (import) or an act3d .safetensors (--to-reference)")
     parser.add_argument("output", help="OUT.safetensors (import) or OUT.pth (--to-reference)")
-    parser.add_argument("--to-reference", action="store_true", help="export act3d weights to a reference .pth")
-    parser.add_argument("--kind", default="auto", choices=CONVERT_KINDS, help="what to import (default: auto)")
+    parser.add_argument(
+        "--to-reference", action="store_true", help="export act3d weights to a reference .pth"
+    )
+    parser.add_argument(
+        "--kind", default="auto", choices=CONVERT_KINDS, help="what to import (default: auto)"
+    )
     parser.add_argument(
         "--config",
         default=None,
         help="encoder size: a preset (paper, small, tiny), a JSON object or a JSON file of "
         "EncoderConfig fields, e.g. '{\"num_groups\": 128}'",
     )
-    parser.add_argument("--heads", type=int, default=None, help="attention heads (not stored in weights; default 6 for 384-d)")
-    parser.add_argument("--mode", default=None, choices=("full", "mlp3", "linear"), help="classifier mode to record")
-    parser.add_argument("--strict", action="store_true", help="any missing or unmapped backbone key is an error")
-    parser.add_argument("--class-names", default=None, help="text file of class names, one a line (classifier)")
-    parser.add_argument("--num-points", type=int, default=1024, help="input size recorded with a classifier")
-    parser.add_argument("--layout", default=None, choices=REFERENCE_LAYOUTS, help="reference layout to export")
-    parser.add_argument("--module-prefix", action="store_true", help="export keys with a 'module.' prefix")
+    parser.add_argument(
+        "--heads", type=int, default=None,
+        help="attention heads (not stored in the weights; default 6 for 384-d)",
+    )
+    parser.add_argument(
+        "--mode", default=None, choices=CLASSIFIER_MODES, help="classifier mode to record"
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="any missing or unmapped backbone key is an error"
+    )
+    parser.add_argument(
+        "--class-names", default=None, help="text file of class names, one a line (classifier)"
+    )
+    parser.add_argument(
+        "--num-points", type=int, default=1024, help="input size recorded with a classifier"
+    )
+    parser.add_argument(
+        "--layout", default=None, choices=REFERENCE_LAYOUTS,
+        help="reference layout to export (default: classifier for a classifier, else act)",
+    )
+    parser.add_argument(
+        "--module-prefix", action="store_true", help="export keys with a 'module.' prefix"
+    )
     parser.set_defaults(func=_run)

@@ -215,7 +215,8 @@ class _RoomBuilder:
             wall, width = int(rng.integers(4)), float(rng.uniform(0.85, 1.1))
             start = self.reserve(wall, width)
             if start is not None:
-                self.openings[wall].append((start, start + width, 0.0, float(rng.uniform(2.0, 2.25)), _L["door"], -0.04))
+                top = float(rng.uniform(2.0, 2.25))
+                self.openings[wall].append((start, start + width, 0.0, top, _L["door"], -0.04))
                 box = self._front_box(wall, start, start + width, 1.0)
                 self.plan.add(box)
         for _ in range(int(rng.integers(0, 4))):  # windows
@@ -230,7 +231,8 @@ class _RoomBuilder:
             start = self.reserve(wall, width)
             if start is not None:
                 z0 = float(rng.uniform(0.8, 1.0))
-                self.openings[wall].append((start, start + width, z0, z0 + float(rng.uniform(0.9, 1.2)), _L["board"], 0.02))
+                z1 = z0 + float(rng.uniform(0.9, 1.2))
+                self.openings[wall].append((start, start + width, z0, z1, _L["board"], 0.02))
         for _ in range(int(rng.choice(3, p=[0.5, 0.3, 0.2]))):  # columns against a wall
             wall, width = int(rng.integers(4)), float(rng.uniform(0.3, 0.6))
             start = self.reserve(wall, width, margin=0.0)
@@ -248,7 +250,8 @@ class _RoomBuilder:
                 lo, hi = (0.0, c - width / 2, h - drop), (self.width, c + width / 2, h)
             else:
                 lo, hi = (c - width / 2, 0.0, h - drop), (c + width / 2, self.depth, h)
-            self.add(_box_faces(lo, hi, self.density, rng, skip=("+z", "-x", "+x") if along_x else ("+z", "-y", "+y")), "beam")
+            hidden = ("+z", "-x", "+x") if along_x else ("+z", "-y", "+y")  # against ceiling and walls
+            self.add(_box_faces(lo, hi, self.density, rng, skip=hidden), "beam")
             self.ceiling_holes.append((lo[0], lo[1], hi[0], hi[1]))
 
     def _front_box(self, wall: int, a: float, b: float, depth: float) -> tuple[float, float, float, float]:
@@ -260,7 +263,8 @@ class _RoomBuilder:
         self.add(_rect((0, 0, 0), (w, 0, 0), (0, d, 0), dens, rng), "floor")
         ceiling = _rect((0, 0, h), (w, 0, 0), (0, d, 0), dens, rng)
         for x0, y0, x1, y1 in self.ceiling_holes:
-            ceiling = ceiling[~((ceiling[:, 0] >= x0) & (ceiling[:, 0] <= x1) & (ceiling[:, 1] >= y0) & (ceiling[:, 1] <= y1))]
+            under = (ceiling[:, 0] >= x0) & (ceiling[:, 0] <= x1) & (ceiling[:, 1] >= y0) & (ceiling[:, 1] <= y1)
+            ceiling = ceiling[~under]
         self.add(ceiling, "ceiling")
         for wall in range(4):
             length = self.wall_length(wall)
@@ -324,7 +328,11 @@ class _RoomBuilder:
             for _ in range(40):
                 if 2 * hx + 0.4 > self.width or 2 * hy + 0.4 > self.depth:
                     break
-                at = (float(rng.uniform(hx + 0.2, self.width - hx - 0.2)), float(rng.uniform(hy + 0.2, self.depth - hy - 0.2)), 0.0)
+                at = (
+                    float(rng.uniform(hx + 0.2, self.width - hx - 0.2)),
+                    float(rng.uniform(hy + 0.2, self.depth - hy - 0.2)),
+                    0.0,
+                )
                 moved, box = _placed(tris, yaw, at)
                 if self.plan.fits(box, 0.5):
                     self._put(moved, "table", box)
@@ -351,7 +359,8 @@ class _RoomBuilder:
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         for _ in range(int(rng.integers(1, 5))):
             name = "chair" if rng.random() < 0.8 else "stool"
-            tris = _shape(name, rng, height=float(rng.uniform(0.85, 1.0)) if name == "chair" else float(rng.uniform(0.45, 0.7)))
+            height = float(rng.uniform(0.85, 1.0)) if name == "chair" else float(rng.uniform(0.45, 0.7))
+            tris = _shape(name, rng, height=height)
             for _ in range(15):
                 side = int(rng.integers(4))
                 if side in (0, 2):
@@ -389,7 +398,8 @@ class _RoomBuilder:
                 box = (x, y, x + float(size[0]), y + float(size[1]))
                 if self.plan.fits(box, 0.05):
                     self.plan.add(box)
-                    self.add(_box_faces((x, y, 0.0), (box[2], box[3], float(size[2])), self.density, rng, skip=("-z",)), "clutter")
+                    faces = _box_faces((x, y, 0.0), (box[2], box[3], float(size[2])), self.density, rng, skip=("-z",))
+                    self.add(faces, "clutter")
                     break
 
     def build(self, noise: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ The whole model on one screen::
 
 ``prompt_mode`` selects what of the teacher is trained:
 
-- ``"prompt"`` (ACT default): backbone frozen, prompt tokens learned;
+- ``"prompt"`` (the paper's setting, the default): backbone frozen, prompt tokens learned;
 - ``"full"``: backbone trained, no prompts;
 - ``"frozen"``: backbone frozen, no prompts (the paper's Stage I ablation).
 
@@ -25,9 +25,11 @@ flow *through* it to the parts before it. (The reference runs a frozen, prompt-f
 backbone under ``torch.no_grad``, so there its tokenizer gets no reconstruction gradient
 at all; act3d does not copy that.)
 
-Submodules keep the reference's names (``encoder``, ``dgcnn_1``, ``codebook``,
-``proj_pre``, ``visual_pos_embed``, ``proj_post``, ``dgcnn_2``, ``decoder``); the teacher
-is ``teacher`` and the prompts ``prompts``.
+Submodules keep the reference's names (``encoder``, ``dgcnn_1``, ``proj_pre``,
+``visual_pos_embed``, ``proj_post``, ``dgcnn_2``, ``decoder``); the codebook matrix is
+``codebook.codebook`` (reference: ``codebook``), the backbone ``teacher`` (reference:
+``visual_embed``) and the prompts ``prompts.tokens`` / ``prompts.pos`` (reference: separate
+shallow and deep parameters).
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ def drop_path_rates(max_rate: float, depth: int) -> list[float]:
     """Stochastic-depth rate per block: ``linspace(0, max_rate, depth)``."""
     if depth <= 0:
         raise ValueError(f"depth must be positive, got {depth}")
-    return torch.linspace(0.0, max_rate, depth).tolist()
+    if depth == 1:
+        return [0.0]
+    return [max_rate * i / (depth - 1) for i in range(depth)]
 
 
 class DropPath(nn.Module):

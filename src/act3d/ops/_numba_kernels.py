@@ -1,23 +1,30 @@
 """Compiled CPU kernels (numba) for the geometric ops (private).
 
-All kernels return indices only; callers recompute distances with torch gathers so that
-autograd works. They are exact: they return the same indices as brute force.
+The kernels are exact: they return the same indices as brute force, ties broken by the
+lowest original point index. Callers recompute distances with torch gathers when autograd
+needs them.
 
-Spatial blocks. Each cloud is sorted along a Morton (z-order) curve and cut into runs of
-``leaf`` points, stored contiguously (coordinate-major) with their tight
-bounding boxes. A block is skipped when the squared distance from a query to its box
-cannot beat the value that matters: the block's current maximum for FPS, the current
-k-th distance for kNN and 1-NN.
+Blocks. Each cloud is sorted along a Morton (z-order) curve (a counting sort on a coarse
+grid) and cut into leaves of ``leaf`` consecutive points, stored coordinate-major with
+tight bounding boxes; groups of ``group`` consecutive leaves have boxes too. A box is
+skipped when the squared distance from the query to it cannot beat the value that
+matters:
+- FPS: each box keeps the maximum of its points' current min-distances; a box whose bound
+  to the new center is >= that maximum cannot change (QuickFPS-style pruning).
+- kNN: nearest-first search (groups, then leaves, in order of their bound), boxes
+  beyond the current k-th distance are skipped.
+- 1-NN (Chamfer): queries are visited in Morton order and each search starts from the
+  previous query's nearest point, a real candidate, so most boxes are skipped at once.
 
 Exactness of skipping. Squared distances are computed as (dx*dx + dy*dy) + dz*dz in the
 input dtype with ``fastmath`` off, exactly like the torch paths (bit-identical values).
 The box bound uses the same formula on the per-axis gaps (0 inside the box). IEEE
 rounding is monotonic, so every point's computed distance is >= its box's computed bound
-and a skip never changes a result. Ties are broken by the original point index.
+and a skip never changes a result (boxes are skipped only when the bound is strictly
+beyond the k-th distance, so equal distances still compete on their index).
 
-Maxima of non-negative floats are taken on their integer bit patterns (same order), which
-vectorises without fast-math. Kernels release the GIL (``nogil``); the Python wrappers
-split the batch over ``torch.get_num_threads()`` threads.
+Threads. Kernels release the GIL (``nogil``); the Python wrappers cut the work into
+chunks run on a small thread pool of ``torch.get_num_threads()`` workers.
 """
 
 from __future__ import annotations
@@ -37,8 +44,10 @@ _KNN_LEAF = 32
 _NN_LEAF = 16
 # Leaves per group (the second level of boxes).
 _GROUP = 8
-# Minimum work items (clouds, or query blocks of _QUERY_BLOCK) per thread.
+# Queries per work item of the kNN / 1-NN kernels (a work item never spans two clouds).
 _QUERY_BLOCK = 64
+# Work is cut into this many chunks per thread, handed out dynamically.
+_CHUNKS_PER_THREAD = 4
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -124,7 +133,7 @@ def _box_bounds(box, cx, cy, cz, out):  # pragma: no cover - compiled
         out[j] = _box_bound(box, j, cx, cy, cz)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _box_bound(box, j, cx, cy, cz):  # pragma: no cover - compiled
     """Squared distance from (cx, cy, cz) to box j of box (6, nb), summed like the points."""
     zero = cx - cx
@@ -254,70 +263,7 @@ def _build_range(pts, leaf, group, bits, b0, b1, xs, perm, box, sbox):  # pragma
         _super_boxes(box[b], group, sbox[b])
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _key_less(d1, o1, d2, o2):  # pragma: no cover - compiled
-    """(d1, o1) < (d2, o2) lexicographically: distance first, then original index."""
-    return d1 < d2 or (d1 == d2 and o1 < o2)
-
-
 @njit(cache=True, nogil=True)
-def _smallest_k(bd, bo, bj, n, k):  # pragma: no cover - compiled
-    """Move the k smallest (bd, bo) keys of the first n entries to the front, sorted.
-
-    bd: distances, bo: original indices (unique), bj: payload moved along. Quickselect
-    (Hoare partition, median-of-three pivot) then insertion sort of the first k.
-    """
-    lo = 0
-    hi = n
-    target = k - 1
-    while hi - lo > 16:
-        mid = (lo + hi) // 2
-        a = lo
-        b = mid
-        c = hi - 1
-        if _key_less(bd[b], bo[b], bd[a], bo[a]):
-            a, b = b, a
-        if _key_less(bd[c], bo[c], bd[b], bo[b]):
-            b = c
-            if _key_less(bd[b], bo[b], bd[a], bo[a]):
-                b = a
-        pd = bd[b]
-        po = bo[b]
-        i = lo - 1
-        j = hi
-        while True:
-            i += 1
-            while _key_less(bd[i], bo[i], pd, po):
-                i += 1
-            j -= 1
-            while _key_less(pd, po, bd[j], bo[j]):
-                j -= 1
-            if i >= j:
-                break
-            bd[i], bd[j] = bd[j], bd[i]
-            bo[i], bo[j] = bo[j], bo[i]
-            bj[i], bj[j] = bj[j], bj[i]
-        if target <= j:
-            hi = j + 1
-        else:
-            lo = j + 1
-    top = max(hi, k)
-    for i in range(1, top):
-        d = bd[i]
-        o = bo[i]
-        jj = bj[i]
-        p = i
-        while p > 0 and _key_less(d, o, bd[p - 1], bo[p - 1]):
-            bd[p] = bd[p - 1]
-            bo[p] = bo[p - 1]
-            bj[p] = bj[p - 1]
-            p -= 1
-        bd[p] = d
-        bo[p] = o
-        bj[p] = jj
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _nearest_leaf(box, sbox, group, cx, cy, cz):  # pragma: no cover - compiled
     """Leaf with the smallest bound inside the group with the smallest bound."""
     nb = box.shape[1]
@@ -339,25 +285,86 @@ def _nearest_leaf(box, sbox, group, cx, cy, cz):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _knn_range(qs, qperm, xs, perm, box, sbox, leaf, group, k, block, t0, t1, out):  # pragma: no cover
-    """kNN for work items t0:t1 (cloud b, run of queries) into out (B, M, k) int64.
+def _knn_leaf(x, y, z, pb, j0, j1, cx, cy, cz, k, kd, ki, cnt, tmp):  # pragma: no cover
+    """Offer points j0:j1 to the sorted top-k (kd, ki) holding cnt entries; returns cnt.
 
-    qs: (B, 3, M) queries in Morton order, qperm: (B, M) their original indices. For each
-    query a radius T that surely holds k points is taken from k real points (the previous
-    query's neighbours, or a run of k points at the nearest leaf): T is the largest of
-    their distances. Every point with distance <= T is collected from the boxes with
-    bound <= T, and the k smallest (distance, index) keys are selected and sorted, the
-    order of a stable sort.
+    Entries are sorted by (distance, original index), so ties keep the lower index.
+    Distances go to ``tmp`` first (a vectorised loop); a leaf with no point within the
+    current k-th distance is done after that.
     """
-    nq = qs.shape[2]
+    hits = 0
+    thr = kd[k - 1]
+    for j in range(j0, j1):
+        dx = x[j] - cx
+        dy = y[j] - cy
+        dz = z[j] - cz
+        d = dx * dx + dy * dy + dz * dz
+        tmp[j - j0] = d
+        hits += 1 if d <= thr else 0
+    if cnt == k and hits == 0:
+        return cnt
+    for j in range(j0, j1):
+        d = tmp[j - j0]
+        o = pb[j]
+        if cnt == k:
+            if d > kd[k - 1] or (d == kd[k - 1] and o > ki[k - 1]):
+                continue
+            p = k - 1
+        else:
+            p = cnt
+            cnt += 1
+        while p > 0 and (kd[p - 1] > d or (kd[p - 1] == d and ki[p - 1] > o)):
+            kd[p] = kd[p - 1]
+            ki[p] = ki[p - 1]
+            p -= 1
+        kd[p] = d
+        ki[p] = o
+    return cnt
+
+
+@njit(cache=True, nogil=True)
+def _sorted_boxes(box, b0, b1, cx, cy, cz, thr, skip, ids, bnd):  # pragma: no cover
+    """Boxes b0:b1 (except ``skip``) with bound <= thr into ids/bnd, sorted by bound."""
+    cnt = 0
+    for blk in range(b0, b1):
+        if blk == skip:
+            continue
+        v = _box_bound(box, blk, cx, cy, cz)
+        if v > thr:
+            continue
+        p = cnt
+        cnt += 1
+        while p > 0 and bnd[p - 1] > v:
+            bnd[p] = bnd[p - 1]
+            ids[p] = ids[p - 1]
+            p -= 1
+        bnd[p] = v
+        ids[p] = blk
+    return cnt
+
+
+@njit(cache=True, nogil=True)
+def _knn_range(q, xs, perm, box, sbox, leaf, group, k, block, t0, t1, out, outd):  # pragma: no cover
+    """kNN for work items t0:t1 (cloud b, run of queries) of q (B, M, 3) into out (B, M, k)
+    int64 indices and outd (B, M, k) squared distances.
+
+    Nearest-first search: groups in order of their bound (the nearest first), inside
+    each group the leaves in order of their bound; a box is skipped once its bound
+    exceeds the current k-th distance. Neighbours are sorted by (distance, original
+    index), the order of a stable sort.
+    """
+    nq = q.shape[1]
     n = xs.shape[2]
     nb = box.shape[2]
     ns = sbox.shape[2]
     nblk = (nq + block - 1) // block
-    bd = np.empty(n, dtype=qs.dtype)
-    bo = np.empty(n, dtype=np.int64)
-    bj = np.empty(n, dtype=np.int64)
-    prev = np.empty(k, dtype=np.int64)
+    kd = np.empty(k, dtype=q.dtype)
+    ki = np.empty(k, dtype=np.int64)
+    sids = np.empty(ns, dtype=np.int64)
+    sbnd = np.empty(ns, dtype=q.dtype)
+    lids = np.empty(group, dtype=np.int64)
+    lbnd = np.empty(group, dtype=q.dtype)
+    tmp = np.empty(leaf, dtype=q.dtype)
     for t in range(t0, t1):
         b = t // nblk
         q0 = (t % nblk) * block
@@ -369,42 +376,41 @@ def _knn_range(qs, qperm, xs, perm, box, sbox, leaf, group, k, block, t0, t1, ou
         bb = box[b]
         sb = sbox[b]
         for qi in range(q0, q1):
-            cx = qs[b, 0, qi]
-            cy = qs[b, 1, qi]
-            cz = qs[b, 2, qi]
-            if qi == q0:
-                j0 = min(_nearest_leaf(bb, sb, group, cx, cy, cz) * leaf, n - k)
-                for i in range(k):
-                    prev[i] = j0 + i
-            thr = cx - cx
-            for i in range(k):
-                j = prev[i]
-                dx = x[j] - cx
-                dy = y[j] - cy
-                dz = z[j] - cz
-                d = dx * dx + dy * dy + dz * dz
-                thr = d if d > thr else thr
+            kd[k - 1] = np.inf
+            cx = q[b, qi, 0]
+            cy = q[b, qi, 1]
+            cz = q[b, qi, 2]
+            first = 0
+            fb = _box_bound(sb, 0, cx, cy, cz)
+            for s in range(1, ns):
+                v = _box_bound(sb, s, cx, cy, cz)
+                if v < fb:
+                    fb = v
+                    first = s
             cnt = 0
-            for s in range(ns):
-                if _box_bound(sb, s, cx, cy, cz) > thr:
-                    continue
-                for blk in range(s * group, min(s * group + group, nb)):
-                    if _box_bound(bb, blk, cx, cy, cz) > thr:
-                        continue
-                    for j in range(blk * leaf, min(blk * leaf + leaf, n)):
-                        dx = x[j] - cx
-                        dy = y[j] - cy
-                        dz = z[j] - cz
-                        d = dx * dx + dy * dy + dz * dz
-                        bd[cnt] = d
-                        bo[cnt] = pb[j]
-                        bj[cnt] = j
-                        cnt += 1 if d <= thr else 0
-            _smallest_k(bd, bo, bj, cnt, k)
-            row = qperm[b, qi]
+            nsel = 1
+            sids[0] = first
+            i = 0
+            while i < nsel:
+                s = sids[i]
+                thr = kd[k - 1] if cnt == k else np.inf
+                if i > 0 and sbnd[i] > thr:
+                    break
+                nl = _sorted_boxes(bb, s * group, min(s * group + group, nb), cx, cy, cz, thr, -1, lids, lbnd)
+                for li in range(nl):
+                    if cnt == k and lbnd[li] > kd[k - 1]:
+                        break
+                    blk = lids[li]
+                    cnt = _knn_leaf(
+                        x, y, z, pb, blk * leaf, min(blk * leaf + leaf, n), cx, cy, cz, k, kd, ki, cnt, tmp
+                    )
+                if i == 0:
+                    thr = kd[k - 1] if cnt == k else np.inf
+                    nsel = 1 + _sorted_boxes(sb, 0, ns, cx, cy, cz, thr, first, sids[1:], sbnd[1:])
+                i += 1
             for i in range(k):
-                out[b, row, i] = bo[i]
-                prev[i] = bj[i]
+                out[b, qi, i] = ki[i]
+                outd[b, qi, i] = kd[i]
     return out
 
 
@@ -462,11 +468,60 @@ def _nn_range(qs, qperm, xs, perm, box, sbox, leaf, group, block, t0, t1, out): 
     return out
 
 
-def _run_split(fn, total: int) -> None:
-    """Call fn(t0, t1) over [0, total) split into contiguous ranges, one per thread.
+@njit(cache=True, nogil=True)
+def _chamfer_range(a, b, idx_ab, idx_ba, norm, want_grad, b0, b1, val, ga, gb):  # pragma: no cover
+    """Chamfer value and its gradients for clouds b0:b1, given the nearest-neighbour indices.
 
-    The kernels release the GIL, so a small thread pool (created on first use, sized by
-    ``torch.get_num_threads()``) runs them in parallel.
+    a: (B, N, 3), b: (B, M, 3); idx_ab: (B, N), idx_ba: (B, M). val: (B,) float64;
+    ga, gb: gradients of val[c] wrt a[c], b[c] (written only when want_grad). Sums are
+    accumulated in float64. For CD-L1 a zero distance contributes gradient 0.
+    """
+    n = a.shape[1]
+    m = b.shape[1]
+    ca = 0.5 / n if norm == 1 else 1.0 / n
+    cb = 0.5 / m if norm == 1 else 1.0 / m
+    for c in range(b0, b1):
+        if want_grad:
+            ga[c] = 0
+            gb[c] = 0
+        for src, dst, idx, gs, gd, coef, slot in (
+            (a, b, idx_ab, ga, gb, ca, 0),
+            (b, a, idx_ba, gb, ga, cb, 1),
+        ):
+            total = 0.0
+            for i in range(src.shape[1]):
+                j = idx[c, i]
+                dx = src[c, i, 0] - dst[c, j, 0]
+                dy = src[c, i, 1] - dst[c, j, 1]
+                dz = src[c, i, 2] - dst[c, j, 2]
+                d = dx * dx + dy * dy + dz * dz
+                if norm == 1:
+                    r = np.sqrt(d)
+                    total += r
+                    w = coef / r if d > 0 else 0.0
+                else:
+                    total += d
+                    w = 2.0 * coef
+                if want_grad:
+                    gs[c, i, 0] += w * dx
+                    gs[c, i, 1] += w * dy
+                    gs[c, i, 2] += w * dz
+                    gd[c, j, 0] -= w * dx
+                    gd[c, j, 1] -= w * dy
+                    gd[c, j, 2] -= w * dz
+            if slot == 0:
+                val[c] = total * coef
+            else:
+                val[c] += total * coef
+
+
+def _run_split(fn, total: int) -> None:
+    """Call fn(t0, t1) over [0, total) in contiguous chunks, on ``torch.get_num_threads()``
+    threads (the calling thread included).
+
+    The kernels release the GIL, so a small thread pool (created on first use) runs them
+    in parallel. There are a few chunks per thread, taken from a shared counter, so a
+    thread that the OS delays (a busy machine) does not hold up the whole call.
     """
     threads = max(1, min(torch.get_num_threads(), total))
     if threads == 1:
@@ -474,14 +529,27 @@ def _run_split(fn, total: int) -> None:
         return
     global _pool, _pool_size
     with _pool_lock:
-        if _pool is None or _pool_size < threads:
+        if _pool is None or _pool_size < threads - 1:
             if _pool is not None:
                 _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="act3d-ops")
-            _pool_size = threads
+            _pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="act3d-ops")
+            _pool_size = threads - 1
         pool = _pool
-    edges = np.linspace(0, total, threads + 1).astype(np.int64)
-    futures = [pool.submit(fn, int(edges[i]), int(edges[i + 1])) for i in range(threads)]
+    chunks = min(total, _CHUNKS_PER_THREAD * threads)
+    edges = np.linspace(0, total, chunks + 1).astype(np.int64).tolist()
+    counter = iter(range(chunks))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            fn(edges[i], edges[i + 1])
+
+    futures = [pool.submit(worker) for _ in range(threads - 1)]
+    worker()
     for f in futures:
         f.result()
 
@@ -530,19 +598,19 @@ def _work_items(nbatch: int, nq: int) -> int:
     return nbatch * ((nq + _QUERY_BLOCK - 1) // _QUERY_BLOCK)
 
 
-def _knn_idx_numba(query: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
-    """query: (B, M, 3), points: (B, N, 3) CPU float -> (B, M, k) int64."""
+def _knn_numba(query: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """query: (B, M, 3), points: (B, N, 3) CPU float -> dist2 (B, M, k), idx (B, M, k) int64."""
     q = _np(query)
     out = np.empty((q.shape[0], q.shape[1], k), dtype=np.int64)
-    qs, qperm, _, _ = _blocks(q, _KNN_LEAF, _GROUP)
+    outd = np.empty((q.shape[0], q.shape[1], k), dtype=q.dtype)
     blocks = _blocks(_np(points), _KNN_LEAF, _GROUP)
     _run_split(
         lambda t0, t1: _knn_range(
-            qs, qperm, *blocks, _KNN_LEAF, _GROUP, k, _QUERY_BLOCK, t0, t1, out
+            q, *blocks, _KNN_LEAF, _GROUP, k, _QUERY_BLOCK, t0, t1, out, outd
         ),
         _work_items(q.shape[0], q.shape[1]),
     )
-    return torch.from_numpy(out)
+    return torch.from_numpy(outd), torch.from_numpy(out)
 
 
 def _nn_idx_numba(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -559,3 +627,25 @@ def _nn_idx_numba(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch
             _work_items(out.shape[0], out.shape[1]),
         )
     return torch.from_numpy(out_ab), torch.from_numpy(out_ba)
+
+
+def _chamfer_numba(
+    a: torch.Tensor, b: torch.Tensor, norm: int, want_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Per-cloud Chamfer values (B,) and, when want_grad, their gradients wrt a and b."""
+    idx_ab, idx_ba = _nn_idx_numba(a, b)
+    a_np = _np(a)
+    b_np = _np(b)
+    val = np.empty(a_np.shape[0], dtype=np.float64)
+    ga = np.empty(a_np.shape if want_grad else (0, 0, 3), dtype=a_np.dtype)
+    gb = np.empty(b_np.shape if want_grad else (0, 0, 3), dtype=b_np.dtype)
+    ia = idx_ab.numpy()
+    ib = idx_ba.numpy()
+    _run_split(
+        lambda b0, b1: _chamfer_range(a_np, b_np, ia, ib, norm, want_grad, b0, b1, val, ga, gb),
+        a_np.shape[0],
+    )
+    values = torch.from_numpy(val.astype(a_np.dtype))
+    if not want_grad:
+        return values, None, None
+    return values, torch.from_numpy(ga), torch.from_numpy(gb)

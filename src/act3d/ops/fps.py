@@ -61,6 +61,11 @@ def farthest_point_sample(
         idx: (B, m) int64 indices into N.
     """
     _check_fps_args(points, m, start)
+    return _fps(points, m, start, backend)
+
+
+def _fps(points: torch.Tensor, m: int, start: int, backend: str | None) -> torch.Tensor:
+    """farthest_point_sample without input checks."""
     if _resolve_backend(backend, points) == "numba":
         from ._numba_kernels import _fps_numba
 
@@ -79,7 +84,7 @@ def farthest_point_sample_naive(points: torch.Tensor, m: int, start: int = 0) ->
         chosen = [start]
         dist = torch.full((cloud.shape[0],), float("inf"), dtype=cloud.dtype, device=cloud.device)
         for _ in range(m - 1):
-            d = (cloud - cloud[chosen[-1]]).pow(2).sum(-1)
+            d = _sq_dist_to(cloud[None], cloud[chosen[-1]][None, None])[0]
             dist = torch.minimum(dist, d)
             chosen.append(int(torch.argmax(dist)))
         out.append(torch.tensor(chosen, dtype=torch.int64, device=points.device))

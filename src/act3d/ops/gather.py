@@ -30,9 +30,23 @@ def gather_points(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         )
     if idx.device != points.device:
         raise ValueError(f"idx is on {idx.device} but points is on {points.device}")
-    b, n, c = points.shape
+    n = points.shape[1]
+    if idx.numel() > 0:
+        # numpy on CPU: a parallel torch reduction would wake (and leave spinning) torch's
+        # OpenMP pool, which slows the numba kernels that usually run next.
+        lo, hi = (
+            (int(idx.min()), int(idx.max()))
+            if idx.device.type != "cpu"
+            else (int(idx.numpy().min()), int(idx.numpy().max()))
+        )
+        if lo < 0 or hi >= n:
+            raise ValueError(f"idx values must lie in [0, {n}), got range [{lo}, {hi}]")
+    return _gather(points, idx)
+
+
+def _gather(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """gather_points without input checks (for indices produced by act3d.ops itself)."""
+    b, _, c = points.shape
     flat = idx.reshape(b, -1)
-    if flat.numel() > 0 and (bool((flat < 0).any()) or bool((flat >= n).any())):
-        raise ValueError(f"idx values must lie in [0, {n}), got range [{int(flat.min())}, {int(flat.max())}]")
     out = torch.gather(points, 1, flat.unsqueeze(-1).expand(b, flat.shape[1], c))
     return out.reshape(*idx.shape, c)

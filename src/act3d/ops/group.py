@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from ._validate import _check_cloud, _check_count
-from .fps import farthest_point_sample, farthest_point_sample_naive
-from .gather import gather_points
-from .knn import knn, knn_naive
+from .fps import _fps, farthest_point_sample_naive
+from .gather import _gather
+from .knn import _knn, knn_naive
 
 __all__ = ["group", "group_with_index", "group_naive"]
 
@@ -41,10 +41,10 @@ def group_with_index(
         neighbor_idx: (B, G, k) int64 indices of the patch points into N.
     """
     _check_group_args(points, num_groups, group_size)
-    center_idx = farthest_point_sample(points, num_groups, 0, backend=backend)
-    centers = gather_points(points, center_idx)
-    _, neighbor_idx = knn(centers.detach(), points, group_size, backend=backend)
-    patches = gather_points(points, neighbor_idx) - centers.unsqueeze(2)
+    center_idx = _fps(points, num_groups, 0, backend)
+    centers = _gather(points, center_idx)
+    _, neighbor_idx = _knn(centers.detach(), points.detach(), group_size, backend)
+    patches = _gather(points, neighbor_idx) - centers.unsqueeze(2)
     return patches, centers, center_idx, neighbor_idx
 
 
@@ -68,6 +68,6 @@ def group_naive(
     """
     _check_group_args(points, num_groups, group_size)
     center_idx = farthest_point_sample_naive(points, num_groups, 0)
-    centers = gather_points(points, center_idx)
+    centers = _gather(points, center_idx)
     _, neighbor_idx = knn_naive(centers, points, group_size)
-    return gather_points(points, neighbor_idx) - centers.unsqueeze(2), centers
+    return _gather(points, neighbor_idx) - centers.unsqueeze(2), centers

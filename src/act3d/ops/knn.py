@@ -6,7 +6,7 @@ import torch
 
 from ._backend import _resolve_backend
 from ._validate import _check_cloud, _check_count, _check_same_batch
-from .gather import gather_points
+from .gather import _gather
 
 __all__ = ["knn", "knn_naive"]
 
@@ -47,7 +47,7 @@ def _knn_idx_torch(query: torch.Tensor, points: torch.Tensor, k: int) -> torch.T
 def _sorted_by_dist(query: torch.Tensor, points: torch.Tensor, idx: torch.Tensor):
     """Exact dist2 by gather, then sort ascending (stable, ties keep lower index first)."""
     idx, _ = torch.sort(idx, dim=-1)
-    dist2 = _pair_sq_dist(query, gather_points(points, idx))
+    dist2 = _pair_sq_dist(query, _gather(points, idx))
     order = torch.sort(dist2.detach(), dim=-1, stable=True).indices
     return torch.gather(dist2, -1, order), torch.gather(idx, -1, order)
 
@@ -58,9 +58,10 @@ def knn(
     """k nearest neighbours of each query point among ``points``.
 
     Neighbours are sorted by ascending squared distance, ties by ascending index (the
-    torch backend may break exact ties at the k-th place differently). ``dist2`` is
-    recomputed from the indices by gather, so it is differentiable wrt ``query`` and
-    ``points``.
+    torch backend may break exact ties at the k-th place differently). When autograd
+    needs it, ``dist2`` is recomputed from the indices by gather, so it is differentiable
+    wrt ``query`` and ``points``; otherwise the numba backend returns its own (identical)
+    distances.
 
     Args:
         query: (B, M, 3) float tensor.
@@ -73,11 +74,18 @@ def knn(
         dist2: (B, M, k) squared distances; idx: (B, M, k) int64 indices into N.
     """
     _check_knn_args(query, points, k)
-    if _resolve_backend(backend, points) == "numba":
-        from ._numba_kernels import _knn_idx_numba
+    return _knn(query, points, k, backend)
 
-        idx = _knn_idx_numba(query.detach(), points.detach(), k)
-        return _pair_sq_dist(query, gather_points(points, idx)), idx
+
+def _knn(query: torch.Tensor, points: torch.Tensor, k: int, backend: str | None):
+    """knn without input checks."""
+    if _resolve_backend(backend, points) == "numba":
+        from ._numba_kernels import _knn_numba
+
+        dist2, idx = _knn_numba(query.detach(), points.detach(), k)
+        if torch.is_grad_enabled() and (query.requires_grad or points.requires_grad):
+            dist2 = _pair_sq_dist(query, _gather(points, idx))
+        return dist2, idx
     idx = _knn_idx_torch(query.detach(), points.detach(), k)
     return _sorted_by_dist(query, points, idx)
 

@@ -81,7 +81,7 @@ from act3d.eval.classify import evaluate_classifier, metrics_from_sums
 from act3d.models.classifier import CLASSIFIER_MODES, PointClassifier
 from act3d.models.student import ENCODER_PRESETS, EncoderConfig
 from act3d.train.common import DataConfig
-from act3d.train.engine import FitResult, Task, fit
+from act3d.train.engine import FitResult, Task, fit, resolve_device
 
 __all__ = [
     "AUGMENTATIONS",
@@ -523,7 +523,9 @@ class FinetuneTask(Task):
         if cfg.holdout_fraction > 0:
             held = stratified_subset(labels[keep], cfg.holdout_fraction, cfg.runtime.seed + 7919)
             rest = np.setdiff1d(np.arange(keep.size), held)
-            self._holdout = LabelledSubset(base, keep[held])
+            # validation draws the held-out shapes with test-mode sampling (FPS to N)
+            plain = base if self._given_train is not None else build_split(cfg, cfg.data.train_split, False)
+            self._holdout = LabelledSubset(plain, keep[held])
             keep = keep[rest]
         self._train = base if keep.size == len(base) else LabelledSubset(base, keep)
 
@@ -708,13 +710,14 @@ def _report_scores(task: FinetuneTask, result: FitResult) -> dict[str, float]:
             "best_mean_class_acc": result.best.get("val/mean_class_acc", result.last["val/mean_class_acc"]),
         }
     report = task.report_dataset()
+    device = resolve_device(task.cfg.runtime.device)
     out: dict[str, float] = {}
     for tag, file in (("last", "classifier.safetensors"), ("best", "classifier-best.safetensors")):
         path = result.run_dir / file
         if not path.is_file():
             path = result.run_dir / "classifier.safetensors"
-        model = load_classifier(path)
-        scores = evaluate_classifier(model, report, num_classes=model.num_classes)
+        model = load_classifier(path, device=device)
+        scores = evaluate_classifier(model, report, num_classes=model.num_classes, batch_size=task.cfg.optim.batch_size)
         out[f"{tag}_acc"] = scores.accuracy
         out[f"{tag}_mean_class_acc"] = scores.mean_class_accuracy
     return out
@@ -890,9 +893,14 @@ def finetune_seeds(
     Returns:
         A :class:`SeedSummary`.
     """
+    from act3d.data import parse_source
+
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be a non-empty list of distinct ints, got {seeds}")
+    parse_source(cfg.data.source)
+    if cfg.model.init != "scratch":
+        _resolve_init_path(cfg.model.init)
     if resume is not None and group_dir is not None:
         raise ValueError("give group_dir or resume, not both")
     if resume is not None:

@@ -93,6 +93,7 @@ from act3d.train.engine import Task, fit, resolve_device
 __all__ = [
     "PROTOCOLS",
     "ROOM_SOURCES",
+    "RoomPrediction",
     "SEGMENTER_FORMAT",
     "STAGE",
     "SceneDataConfig",
@@ -271,7 +272,9 @@ def _s3dis_root(source: str) -> str:
     return os.path.join(base, "S3DIS")
 
 
-def load_rooms(data: SceneDataConfig, split: Literal["train", "test"], areas: Sequence[int] | None = None) -> list[Room]:
+def load_rooms(
+    data: SceneDataConfig, split: Literal["train", "test"], areas: Sequence[int] | None = None
+) -> list[Room]:
     """The rooms of one split of ``data.source``.
 
     Args:
@@ -299,7 +302,9 @@ def load_rooms(data: SceneDataConfig, split: Literal["train", "test"], areas: Se
     raise ValueError(f"unknown data source {data.source!r}; valid choices: 's3dis[:ROOT]', 'synthetic-rooms'")
 
 
-def _random_columns(data: SceneDataConfig, rooms: Sequence[Room], train: bool, num_samples: int | None) -> RandomColumns:
+def _random_columns(
+    data: SceneDataConfig, rooms: Sequence[Room], train: bool, num_samples: int | None
+) -> RandomColumns:
     return RandomColumns(
         rooms,
         data.num_points,
@@ -316,7 +321,9 @@ def _random_columns(data: SceneDataConfig, rooms: Sequence[Room], train: bool, n
 # ----------------------------------------------------------------------------- model and files
 
 
-def build_segmenter(model_cfg: SceneModelConfig, encoder: EncoderConfig, num_classes: int = len(S3DIS_CLASSES)) -> PartSegmentationModel:
+def build_segmenter(
+    model_cfg: SceneModelConfig, encoder: EncoderConfig, num_classes: int = len(S3DIS_CLASSES)
+) -> PartSegmentationModel:
     """The scene segmentation model: the part-segmentation head without a category branch."""
     return PartSegmentationModel(
         encoder,
@@ -329,7 +336,8 @@ def build_segmenter(model_cfg: SceneModelConfig, encoder: EncoderConfig, num_cla
 
 
 def _encoder_config(model_cfg: SceneModelConfig) -> tuple[EncoderConfig, dict[str, Tensor] | None, str]:
-    overrides = {"num_groups": model_cfg.num_groups, "group_size": model_cfg.group_size, "drop_path": model_cfg.drop_path}
+    m = model_cfg
+    overrides = {"num_groups": m.num_groups, "group_size": m.group_size, "drop_path": m.drop_path}
     if model_cfg.init == "scratch":
         return EncoderConfig.preset(model_cfg.encoder, **overrides), None, "scratch"
     from act3d.train.finetune import load_init_backbone
@@ -413,7 +421,9 @@ def load_segmenter(path: str | os.PathLike[str], device: str | torch.device = "c
         raise ValueError(f"{path}: segmenter keys do not match; missing: {missing}; unexpected: {unexpected}")
     for key, value in state.items():
         if tuple(value.shape) != tuple(own[key].shape):
-            raise ValueError(f"{path}: shape mismatch for {key!r}: file {tuple(value.shape)}, model {tuple(own[key].shape)}")
+            raise ValueError(
+                f"{path}: shape mismatch for {key!r}: file {tuple(value.shape)}, model {tuple(own[key].shape)}"
+            )
     model.load_state_dict(state)
     return Segmenter(model.to(device).eval(), class_names, data, model_cfg, meta.get("init", ""))
 
@@ -482,7 +492,7 @@ class RoomPrediction:
 
 def _forward_probs(model: nn.Module, inputs: list[np.ndarray], device: torch.device) -> Tensor:
     x = torch.from_numpy(np.stack(inputs)).to(device)
-    return torch.softmax(model(x).float(), dim=-1).cpu().double()  # (B, N, C)
+    return torch.softmax(model(x).float(), dim=-1).cpu()  # (B, N, C)
 
 
 @torch.no_grad()
@@ -527,7 +537,7 @@ def predict_room(
     z_offset = float(points[:, 2].min()) if z_origin == "room_min" else 0.0
     rng = np.random.default_rng([int(seed), 0xE7A1])
     total = len(points)
-    prob_sum = torch.zeros(total, num_classes, dtype=torch.float64)
+    prob_sum = torch.zeros(total, num_classes, dtype=torch.float32)
     votes = np.zeros(total, dtype=np.int64)
     was_training = model.training
     model.eval()
@@ -539,7 +549,7 @@ def predict_room(
         for (idx, valid, _), prob in zip(pending, probs):
             keep = torch.from_numpy(idx[valid])
             prob_sum.index_add_(0, keep, prob[torch.from_numpy(valid)])
-            np.add.at(votes, idx[valid], 1)
+            votes[idx[valid]] += 1  # the valid entries of a chunk are distinct points
         pending.clear()
 
     try:
@@ -555,7 +565,7 @@ def predict_room(
         model.train(was_training)
     if (votes == 0).any():
         raise RuntimeError(f"{int((votes == 0).sum())} point(s) were not covered by any column")
-    probs = (prob_sum / torch.from_numpy(votes).unsqueeze(1)).float().numpy()
+    probs = (prob_sum / torch.from_numpy(votes).unsqueeze(1).float()).numpy()
     return RoomPrediction(prob_sum.argmax(dim=1).numpy().astype(np.int64), probs, votes, chunks)
 
 
@@ -652,7 +662,8 @@ def format_scene_eval(evals: Sequence[SceneEval], class_names: Sequence[str] = S
     lines = [f"# {title}", "", "| protocol | mIoU | mAcc | OA | points scored | rooms |", "|---|---|---|---|---|---|"]
     for ev in evals:
         s = ev.scores
-        lines.append(f"| {ev.protocol} | {100 * s.miou:.2f} | {100 * s.macc:.2f} | {100 * s.oa:.2f} | {ev.points} | {ev.rooms} |")
+        scores = f"{100 * s.miou:.2f} | {100 * s.macc:.2f} | {100 * s.oa:.2f}"
+        lines.append(f"| {ev.protocol} | {scores} | {ev.points} | {ev.rooms} |")
     lines += ["", "| class | " + " | ".join(ev.protocol + " IoU" for ev in evals) + " |", "|---|" + "---|" * len(evals)]
     for c, name in enumerate(class_names):
         cells = ["-" if math.isnan(ev.scores.iou[c]) else f"{100 * ev.scores.iou[c]:.2f}" for ev in evals]
@@ -707,14 +718,18 @@ def render_room_segmentation(
 
     points, labels, pred = np.asarray(points), np.asarray(labels).astype(np.int64), np.asarray(pred).astype(np.int64)
     if not (len(points) == len(labels) == len(pred)):
-        raise ValueError(f"points, labels and pred must have the same length, got {len(points)}, {len(labels)}, {len(pred)}")
+        raise ValueError(
+            f"points, labels and pred must have the same length, got {len(points)}, {len(labels)}, {len(pred)}"
+        )
     hidden = [list(class_names).index(n) for n in hide if n in class_names]
     keep = np.flatnonzero(~np.isin(labels, hidden))
     if keep.size > max_points:
         keep = np.sort(np.random.default_rng(0).choice(keep, max_points, replace=False))
     keep = keep[np.argsort(points[keep, 2], kind="stable")]
     xy = points[keep, :2] - points[:, :2].min(axis=0)
-    palette = _PALETTE if len(class_names) <= len(_PALETTE) else plt.get_cmap("tab20")(np.arange(len(class_names)))[:, :3]
+    palette = _PALETTE
+    if len(class_names) > len(_PALETTE):
+        palette = plt.get_cmap("tab20")(np.arange(len(class_names)))[:, :3]
     wrong = pred[keep] != labels[keep]
     span = np.ptp(xy, axis=0) + 1e-6
     panel_w = 4.2
@@ -723,7 +738,11 @@ def render_room_segmentation(
     for ax, colors, name in (
         (axes[0, 0], palette[labels[keep]], "ground truth"),
         (axes[0, 1], palette[pred[keep]], "prediction"),
-        (axes[0, 2], np.where(wrong[:, None], [[0.9, 0.1, 0.1]], [[0.8, 0.8, 0.8]]), f"errors ({100 * wrong.mean():.1f}% shown)"),
+        (
+            axes[0, 2],
+            np.where(wrong[:, None], [[0.9, 0.1, 0.1]], [[0.8, 0.8, 0.8]]),
+            f"errors (red: {100 * wrong.mean():.1f}% of the points shown)",
+        ),
     ):
         ax.scatter(xy[:, 0], xy[:, 1], c=colors, s=size, linewidths=0, rasterized=True)
         ax.set_aspect("equal")
@@ -846,7 +865,8 @@ class SegmentTask(Task):
 
     def on_fit_end(self, model: nn.Module, run_dir: Path) -> None:
         assert isinstance(model, PartSegmentationModel)
-        common = dict(data=self.cfg.data, model_cfg=self.cfg.model, init=str(self.load_report.get("init", self.cfg.model.init)))
+        init = str(self.load_report.get("init", self.cfg.model.init))
+        common = dict(data=self.cfg.data, model_cfg=self.cfg.model, init=init)
         save_segmenter(model, run_dir / "segmenter.safetensors", extra={"weights": "last"}, **common)
         best = run_dir / "checkpoints" / "best.safetensors"
         if best.is_file():
@@ -896,7 +916,8 @@ def _write_outputs(out_dir: Path, evals: Sequence[SceneEval], segmenter: Segment
     whole = next((ev for ev in evals if ev.predictions), None)
     if picture is not None and whole is not None:
         room = rooms[0]
-        render_room_segmentation(room.points, room.labels, whole.predictions[0], picture, class_names=segmenter.class_names,
+        render_room_segmentation(room.points, room.labels, whole.predictions[0], picture,
+                                 class_names=segmenter.class_names,
                                  title=f"{room.name}: whole-room prediction")
         result["picture"] = str(picture)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -928,6 +949,8 @@ def segment_train(
     tic = time.perf_counter()
     result = fit(task, cfg, stage=STAGE, run_dir=run_dir, resume=resume)
     train_seconds = time.perf_counter() - tic
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 evaluates and writes
+        return {"run_dir": str(result.run_dir), "report": ""}
     device = resolve_device(cfg.runtime.device)
     segmenter = load_segmenter(result.run_dir / "segmenter.safetensors", device)
     rooms = task.test_rooms()
@@ -945,7 +968,10 @@ def segment_train(
         "train_seconds": train_seconds,
         "weights": "last epoch",
         "class_weights": task.class_weights.tolist(),
-        "best_epoch_val": {"epoch": result.best_epoch, **{k: v for k, v in result.best.items() if k.startswith("val/")}},
+        "best_epoch_val": {
+            "epoch": result.best_epoch,
+            **{k: v for k, v in result.best.items() if k.startswith("val/")},
+        },
     }
     title = f"Scene segmentation: {cfg.data.source}, init {segmenter.init}, last epoch ({result.epochs})"
     picture = result.run_dir / "room.png" if cfg.picture else None
@@ -975,7 +1001,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "NLL), validate on random test columns, then label every point of the test rooms with "
         "overlapping columns. Writes segmenter.safetensors, result.json, eval.md and room.png.",
     )
-    tr.add_argument("--data", metavar="SOURCE", default=None, help="s3dis:ROOT, s3dis or synthetic-rooms (default: the config's)")
+    tr.add_argument("--data", metavar="SOURCE", default=None,
+                    help="s3dis:ROOT, s3dis or synthetic-rooms (default: the config's)")
     tr.add_argument("--init", metavar="CKPT|scratch", default=None,
                     help="student .safetensors, Stage II run folder, or 'scratch' (default: the config's)")
     tr.add_argument("--config", dest="preset", default=None, metavar="CONFIG",
@@ -998,7 +1025,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="random-columns: columns drawn (default: the reference's count, points / num_points)")
     ev.add_argument("--batch-size", type=int, default=16, help="column chunks per forward pass")
     ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    ev.add_argument("--picture", default=None, metavar="PNG", help="draw the first room (default <out>/room.png)")
+    ev.add_argument("--picture", default=None, metavar="PNG",
+                    help="where to draw the first room (default <out>/room.png; 'none': no picture)")
     ev.add_argument("--out", default=None, metavar="DIR", help="output folder (default: <ckpt folder>/eval-<time>)")
     ev.set_defaults(func=_eval_cli)
 
@@ -1056,8 +1084,15 @@ def _eval_cli(args: argparse.Namespace) -> int:
     ckpt = Path(args.ckpt)
     base = ckpt if ckpt.is_dir() else ckpt.parent
     out_dir = Path(args.out) if args.out is not None else base / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
-    picture = Path(args.picture) if args.picture is not None else out_dir / "room.png"
-    extra = {"ckpt": str(args.ckpt), "init": segmenter.init, "source": data.source, "test_rooms": [r.name for r in rooms]}
+    picture: Path | None = out_dir / "room.png"
+    if args.picture is not None:
+        picture = None if args.picture.lower() == "none" else Path(args.picture)
+    extra = {
+        "ckpt": str(args.ckpt),
+        "init": segmenter.init,
+        "source": data.source,
+        "test_rooms": [r.name for r in rooms],
+    }
     result = _write_outputs(out_dir, evals, segmenter, rooms, stride=stride, picture=picture,
                             title=f"Scene segmentation: {data.source} ({args.ckpt})", extra=extra)
     print(result["report"])

@@ -78,6 +78,7 @@ from act3d.train.engine import FitResult, Task, fit, unwrap_model
 __all__ = [
     "FORMAT",
     "STAGE",
+    "TEACHER_FILE",
     "Reconstruction",
     "Stage1Config",
     "Stage1Schedule",
@@ -582,9 +583,10 @@ def plot_reconstruction(
             ax = fig.add_subplot(B, 3, 3 * b + c + 1, projection="3d")
             xyz = clouds[b].numpy()
             # y is up in the data sets: plot (x, z, y)
-            ax.scatter(xyz[:, 0], xyz[:, 2], xyz[:, 1], s=1.5, c=colour if colour is not None else "0.3",
-                       cmap="tab20", depthshade=False, linewidths=0)  # fmt: skip
+            style = {"c": colour, "cmap": "tab20"} if colour is not None else {"c": "0.3"}
+            ax.scatter(xyz[:, 0], xyz[:, 2], xyz[:, 1], s=4, depthshade=False, linewidths=0, **style)
             ax.set_xlim(-1, 1), ax.set_ylim(-1, 1), ax.set_zlim(-1, 1)
+            ax.set_box_aspect((1, 1, 1), zoom=1.5)
             ax.set_axis_off()
             ax.view_init(elev=20, azim=-60)
             label = title
