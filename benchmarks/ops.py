@@ -185,8 +185,8 @@ def _chamfer_cases(libs: _Libraries, b: int, n: int, repeats: int, naive: bool) 
 
     def fwd_bwd(fn: Callable) -> Callable[[], None]:
         def run() -> None:
-            x = a0.clone().requires_grad_()
-            y = b0.clone().requires_grad_()
+            x = a0.detach().requires_grad_()
+            y = b0.detach().requires_grad_()
             fn(x, y).backward()
 
         return run

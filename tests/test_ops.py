@@ -185,14 +185,17 @@ def test_group_properties(backend):
     assert torch.equal(p2, patches) and torch.equal(c2, centers)
 
 
+@pytest.mark.parametrize("requires_grad", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_group_matches_naive(dtype):
+def test_group_matches_naive(dtype, requires_grad):
     points = _cloud(2, 300, dtype, seed=13)
     ref_p, ref_c = ops.group_naive(points, 20, 12)
+    points.requires_grad_(requires_grad)
     for backend in BACKENDS:
         patches, centers = ops.group(points, 20, 12, backend=backend)
+        assert patches.requires_grad == requires_grad
         assert torch.equal(centers, ref_c)
-        torch.testing.assert_close(patches, ref_p)
+        assert torch.equal(patches, ref_p)
 
 
 def test_group_is_differentiable():

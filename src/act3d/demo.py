@@ -79,7 +79,6 @@ def run_demo(
     Returns:
         A :class:`DemoResult`; ``report`` is the markdown report.
     """
-    import numpy as np
     import torch
 
     from act3d.config import load_config

@@ -8,7 +8,6 @@ dicts load without renaming; the qkv Linear output splits as ``(3, heads, head_d
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

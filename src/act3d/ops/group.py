@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ._validate import _check_cloud, _check_count
@@ -42,6 +43,17 @@ def group_with_index(
     """
     _check_group_args(points, num_groups, group_size)
     center_idx = _fps(points, num_groups, 0, backend)
+    if points.device.type == "cpu" and not (torch.is_grad_enabled() and points.requires_grad):
+        # numpy gathers: torch ops here would wake torch's thread pool between the kernels
+        pts = points.detach().numpy()
+        centers_np = np.take_along_axis(pts, center_idx.numpy()[..., None], axis=1)
+        centers = torch.from_numpy(centers_np)
+        _, neighbor_idx = _knn(centers, points.detach(), group_size, backend)
+        b, g, k = neighbor_idx.shape
+        flat = neighbor_idx.numpy().reshape(b, g * k, 1)
+        patches_np = np.take_along_axis(pts, flat, axis=1).reshape(b, g, k, 3)
+        patches = torch.from_numpy(patches_np - centers_np[:, :, None])
+        return patches, centers, center_idx, neighbor_idx
     centers = _gather(points, center_idx)
     _, neighbor_idx = _knn(centers.detach(), points.detach(), group_size, backend)
     patches = _gather(points, neighbor_idx) - centers.unsqueeze(2)

@@ -81,7 +81,7 @@ from act3d.eval.classify import evaluate_classifier, metrics_from_sums
 from act3d.models.classifier import CLASSIFIER_MODES, PointClassifier
 from act3d.models.student import ENCODER_PRESETS, EncoderConfig
 from act3d.train.common import DataConfig
-from act3d.train.engine import FitResult, Task, fit, resolve_device
+from act3d.train.engine import FitResult, Task, fit, new_run_dir, resolve_device
 
 __all__ = [
     "AUGMENTATIONS",
@@ -857,20 +857,6 @@ def _write_summary(summary: SeedSummary, title: str) -> None:
         tmp.write_text(format_summary(summary, title), encoding="utf-8")
 
 
-def _new_group_dir(out_dir: str, name: str) -> Path:
-    root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    base = f"{STAGE}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    for i in range(1000):
-        candidate = root / (base if i == 0 else f"{base}-{i}")
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            continue
-        return candidate
-    raise FileExistsError(f"cannot create a run group folder under {root}")
-
-
 def finetune_seeds(
     cfg: FinetuneConfig,
     seeds: Sequence[int],
@@ -908,7 +894,7 @@ def finetune_seeds(
         if not (group / "config.yaml").is_file():
             raise FileNotFoundError(f"cannot resume: no config.yaml in {group}")
     else:
-        group = Path(group_dir) if group_dir is not None else _new_group_dir(cfg.run.out_dir, cfg.run.name)
+        group = Path(group_dir) if group_dir is not None else new_run_dir(cfg.run.out_dir, STAGE, cfg.run.name)
         group.mkdir(parents=True, exist_ok=True)
         save_config(cfg, group / "config.yaml")
     with atomic_path(group / "seeds.json") as tmp:

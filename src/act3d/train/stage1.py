@@ -120,11 +120,13 @@ class Stage1Schedule:
     def __post_init__(self) -> None:
         if not (self.tau_start > 0 and self.tau_end > 0):
             raise ValueError(
-                f"schedule.tau_start and schedule.tau_end must be positive, got {self.tau_start}, {self.tau_end}"
+                "schedule.tau_start and schedule.tau_end must be positive, "
+                f"got {self.tau_start}, {self.tau_end}"
             )
         if self.kl_max < 0 or self.kl_zero_iters < 0:
             raise ValueError(
-                f"schedule.kl_max and schedule.kl_zero_iters must be >= 0, got {self.kl_max}, {self.kl_zero_iters}"
+                "schedule.kl_max and schedule.kl_zero_iters must be >= 0, "
+                f"got {self.kl_max}, {self.kl_zero_iters}"
             )
         for key in ("tau_iters", "kl_ramp_iters"):
             value = getattr(self, key)
@@ -517,7 +519,9 @@ def load_autoencoder(path: str | os.PathLike[str], device: str | torch.device = 
     path = _teacher_file(path)
     meta = read_weights_metadata(path)
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a Stage I autoencoder file (format {meta.get('format')!r}, expected {FORMAT!r})")
+        raise ValueError(
+            f"{path}: not a Stage I autoencoder file (format {meta.get('format')!r}, expected {FORMAT!r})"
+        )
     try:
         config = config_from_dict(AutoencoderConfig, json.loads(meta["autoencoder_config"]), str(path))
         arch = json.loads(meta["teacher_arch"])
@@ -539,7 +543,8 @@ def load_autoencoder(path: str | os.PathLike[str], device: str | torch.device = 
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
         if wrong:
             k = wrong[0]
-            parts.append(f"{len(wrong)} with the wrong shape (e.g. {k!r}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)})")
+            shapes = f"{tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+            parts.append(f"{len(wrong)} with the wrong shape (e.g. {k!r}: {shapes})")
         raise ValueError(f"{path}: weights do not match the recorded architecture: {'; '.join(parts)}")
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()

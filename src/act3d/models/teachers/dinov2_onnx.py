@@ -265,7 +265,7 @@ def dinov2_from_onnx(model: onnx.ModelProto, prefix: str = "backbone") -> Dinov2
     num_layers = 0
     while f"encoder.layer.{num_layers}.norm1.weight" in sd:
         num_layers += 1
-    if f"encoder.layer.0.mlp.fc1.weight" not in sd:
+    if "encoder.layer.0.mlp.fc1.weight" not in sd:
         raise ValueError(
             "no encoder.layer.0.mlp.fc1.weight: only the plain (non-SwiGLU) MLP is supported"
         )
