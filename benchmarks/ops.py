@@ -100,51 +100,93 @@ def _naive_in_chunks(fn: Callable, *tensors: torch.Tensor, pairs: int) -> Callab
     return lambda: [fn(*(t[i : i + 1] for t in tensors)) for i in range(tensors[0].shape[0])]
 
 
+class _Rows:
+    """Timing rows of one case: (implementation, (wall s, CPU s), note)."""
+
+    def __init__(self, repeats: int) -> None:
+        self.repeats = repeats
+        self.rows: list[tuple] = []
+
+    def add(self, name: str, fn: Callable[[], object], note: str = "") -> None:
+        self.rows.append((name, _time(fn, self.repeats), note))
+
+
 def _fps_cases(libs: _Libraries, b: int, n: int, m: int, repeats: int, naive: bool) -> list[tuple]:
     points = torch.rand(b, n, 3, generator=torch.Generator().manual_seed(n))
     pts = points.numpy()
-    rows = []
+    rows = _Rows(repeats)
     ref = ops.farthest_point_sample(points, m, backend="numba")
     assert torch.equal(ref, ops.farthest_point_sample(points, m, backend="torch"))
-    rows.append(("act3d numba", _time(lambda: ops.farthest_point_sample(points, m, backend="numba"), repeats), ""))
-    rows.append(("act3d torch", _time(lambda: ops.farthest_point_sample(points, m, backend="torch"), repeats), ""))
+    rows.add("act3d numba", lambda: ops.farthest_point_sample(points, m, backend="numba"))
+    rows.add("act3d torch", lambda: ops.farthest_point_sample(points, m, backend="torch"))
     if naive:
-        rows.append(("naive", _time(lambda: ops.farthest_point_sample_naive(points, m), repeats), ""))
+        rows.add("naive", lambda: ops.farthest_point_sample_naive(points, m))
     if libs.fpsample is not None:
         fs = libs.fpsample
         same = np.stack([fs.fps_sampling(pts[i], m, start_idx=0) for i in range(b)])
         assert (same == ref.numpy()).all(), "fpsample.fps_sampling disagrees with act3d"
-        rows.append(("fpsample.fps_sampling", _time(lambda: libs.map(lambda i: fs.fps_sampling(pts[i], m, start_idx=0), b), repeats), "same indices"))
+        rows.add(
+            "fpsample.fps_sampling",
+            lambda: libs.map(lambda i: fs.fps_sampling(pts[i], m, start_idx=0), b),
+            "same indices",
+        )
         h = 5 if n > 2048 else 3
-        rows.append((f"fpsample.bucket_fps_kdline_sampling h={h}", _time(lambda: libs.map(lambda i: fs.bucket_fps_kdline_sampling(pts[i], m, h, start_idx=0), b), repeats), "exact FPS, own start point"))
+        # bucket_fps_kdline_sampling does not start at start_idx (fpsample 1.0.2), but it is
+        # exact FPS from its own first pick: check that against act3d from the same start
+        kd = fs.bucket_fps_kdline_sampling(pts[0], m, h, start_idx=0)
+        own = ops.farthest_point_sample(points[:1], m, start=int(kd[0]))
+        assert (own.numpy()[0] == kd).all(), "bucket_fps_kdline_sampling is not exact FPS"
+        rows.add(
+            f"fpsample.bucket_fps_kdline_sampling h={h}",
+            lambda: libs.map(lambda i: fs.bucket_fps_kdline_sampling(pts[i], m, h, start_idx=0), b),
+            "exact FPS, own start point",
+        )
     if libs.o3d is not None:
         o3d = libs.o3d
-        clouds = [o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts[i].astype(np.float64))) for i in range(b)]
-        rows.append(("open3d farthest_point_down_sample", _time(lambda: libs.map(lambda i: clouds[i].farthest_point_down_sample(m), b), repeats), "float64"))
-    return rows
+        clouds = [
+            o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts[i].astype(np.float64)))
+            for i in range(b)
+        ]
+        rows.add(
+            "open3d farthest_point_down_sample",
+            lambda: libs.map(lambda i: clouds[i].farthest_point_down_sample(m), b),
+            "float64",
+        )
+    return rows.rows
 
 
-def _knn_cases(libs: _Libraries, b: int, m: int, n: int, k: int, repeats: int, naive: bool) -> list[tuple]:
+def _knn_cases(
+    libs: _Libraries, b: int, m: int, n: int, k: int, repeats: int, naive: bool
+) -> list[tuple]:
     points = torch.rand(b, n, 3, generator=torch.Generator().manual_seed(n + 1))
     query = ops.gather_points(points, ops.farthest_point_sample(points, m))
     pts, q = points.numpy(), query.numpy()
-    rows = []
+    rows = _Rows(repeats)
     ref_d, ref_i = ops.knn(query, points, k, backend="numba")
-    rows.append(("act3d numba", _time(lambda: ops.knn(query, points, k, backend="numba"), repeats), ""))
-    rows.append(("act3d torch", _time(lambda: ops.knn(query, points, k, backend="torch"), repeats), ""))
+    rows.add("act3d numba", lambda: ops.knn(query, points, k, backend="numba"))
+    rows.add("act3d torch", lambda: ops.knn(query, points, k, backend="torch"))
     if naive:
-        fn = _naive_in_chunks(lambda x, y: ops.knn_naive(x, y, k), query, points, pairs=b * m * n)
         d, i = ops.knn_naive(query[:1], points[:1], k)
         assert torch.equal(i, ref_i[:1]) and torch.equal(d, ref_d[:1])
-        rows.append(("naive", _time(fn, repeats), ""))
+        rows.add(
+            "naive",
+            _naive_in_chunks(lambda x, y: ops.knn_naive(x, y, k), query, points, pairs=b * m * n),
+            "cloud by cloud" if b * m * n > _NAIVE_PAIRS_PER_CALL else "",
+        )
     if libs.spatial is not None:
         tree = libs.spatial.cKDTree
         dd, _ = tree(pts[0]).query(q[0], k)
         np.testing.assert_allclose(dd**2, ref_d[0].numpy(), rtol=1e-4, atol=1e-6)
-        rows.append(("scipy cKDTree (build + query)", _time(lambda: libs.map(lambda i: tree(pts[i]).query(q[i], k), b), repeats), ""))
+        rows.add(
+            "scipy cKDTree (build + query)",
+            lambda: libs.map(lambda i: tree(pts[i]).query(q[i], k), b),
+        )
     if libs.pcu is not None:
         pcu = libs.pcu
-        rows.append(("point-cloud-utils k_nearest_neighbors", _time(lambda: libs.map(lambda i: pcu.k_nearest_neighbors(q[i], pts[i], k), b), repeats), ""))
+        rows.add(
+            "point-cloud-utils k_nearest_neighbors",
+            lambda: libs.map(lambda i: pcu.k_nearest_neighbors(q[i], pts[i], k), b),
+        )
     if libs.o3d is not None:
         o3d = libs.o3d
 
@@ -153,18 +195,20 @@ def _knn_cases(libs: _Libraries, b: int, m: int, n: int, k: int, repeats: int, n
             for j in range(m):
                 tree.search_knn_vector_3d(q[i, j].astype(np.float64), k)
 
-        rows.append(("open3d KDTreeFlann", _time(lambda: libs.map(one, b), repeats), "one query per call"))
-    return rows
+        rows.add("open3d KDTreeFlann", lambda: libs.map(one, b), "one query per call")
+    return rows.rows
 
 
-def _group_cases(libs: _Libraries, b: int, n: int, g: int, k: int, repeats: int, naive: bool) -> list[tuple]:
+def _group_cases(
+    libs: _Libraries, b: int, n: int, g: int, k: int, repeats: int, naive: bool
+) -> list[tuple]:
     points = torch.rand(b, n, 3, generator=torch.Generator().manual_seed(n + 2))
     pts = points.numpy()
-    rows = []
-    rows.append(("act3d numba", _time(lambda: ops.group(points, g, k, backend="numba"), repeats), ""))
-    rows.append(("act3d torch", _time(lambda: ops.group(points, g, k, backend="torch"), repeats), ""))
+    rows = _Rows(repeats)
+    rows.add("act3d numba", lambda: ops.group(points, g, k, backend="numba"))
+    rows.add("act3d torch", lambda: ops.group(points, g, k, backend="torch"))
     if naive:
-        rows.append(("naive", _time(lambda: ops.group_naive(points, g, k), repeats), ""))
+        rows.add("naive", lambda: ops.group_naive(points, g, k))
     if libs.fpsample is not None and libs.spatial is not None:
         fs, tree = libs.fpsample, libs.spatial.cKDTree
 
@@ -173,8 +217,8 @@ def _group_cases(libs: _Libraries, b: int, n: int, g: int, k: int, repeats: int,
             _, idx = tree(pts[i]).query(centers, k)
             return pts[i][idx] - centers[:, None]
 
-        rows.append(("fpsample kdline + cKDTree", _time(lambda: libs.map(one, b), repeats), "numpy patches"))
-    return rows
+        rows.add("fpsample kdline + cKDTree", lambda: libs.map(one, b), "numpy patches")
+    return rows.rows
 
 
 def _chamfer_cases(libs: _Libraries, b: int, n: int, repeats: int, naive: bool) -> list[tuple]:
@@ -191,14 +235,26 @@ def _chamfer_cases(libs: _Libraries, b: int, n: int, repeats: int, naive: bool) 
 
         return run
 
-    rows = []
-    rows.append(("act3d numba", _time(fwd_bwd(lambda x, y: ops.chamfer_distance(x, y, backend="numba")), repeats), "fwd+bwd"))
-    rows.append(("act3d torch", _time(fwd_bwd(lambda x, y: ops.chamfer_distance(x, y, backend="torch")), repeats), "fwd+bwd"))
+    rows = _Rows(repeats)
+    rows.add(
+        "act3d numba",
+        fwd_bwd(lambda x, y: ops.chamfer_distance(x, y, backend="numba")),
+        "fwd+bwd",
+    )
+    rows.add(
+        "act3d torch",
+        fwd_bwd(lambda x, y: ops.chamfer_distance(x, y, backend="torch")),
+        "fwd+bwd",
+    )
     if naive:
-        rows.append(("naive (cdist)", _time(fwd_bwd(ops.chamfer_distance_naive), repeats), "fwd+bwd"))
+        rows.add("naive (cdist)", fwd_bwd(ops.chamfer_distance_naive), "fwd+bwd")
     if libs.pcu is not None:
         pcu = libs.pcu
-        rows.append(("point-cloud-utils chamfer_distance", _time(lambda: libs.map(lambda i: pcu.chamfer_distance(an[i], bn[i]), b), repeats), "forward only"))
+        rows.add(
+            "point-cloud-utils chamfer_distance",
+            lambda: libs.map(lambda i: pcu.chamfer_distance(an[i], bn[i]), b),
+            "forward only",
+        )
     if libs.spatial is not None:
         tree = libs.spatial.cKDTree
 
@@ -209,13 +265,29 @@ def _chamfer_cases(libs: _Libraries, b: int, n: int, repeats: int, naive: bool) 
 
         ref = ops.chamfer_distance(a0, b0, reduction="none")
         np.testing.assert_allclose([one(i) for i in range(b)], ref.numpy(), rtol=1e-5)
-        rows.append(("scipy cKDTree 1-NN both ways", _time(lambda: libs.map(one, b), repeats), "forward only"))
+        rows.add("scipy cKDTree 1-NN both ways", lambda: libs.map(one, b), "forward only")
     if libs.o3d is not None:
         o3d = libs.o3d
-        ca = [o3d.geometry.PointCloud(o3d.utility.Vector3dVector(an[i].astype(np.float64))) for i in range(b)]
-        cb = [o3d.geometry.PointCloud(o3d.utility.Vector3dVector(bn[i].astype(np.float64))) for i in range(b)]
-        rows.append(("open3d compute_point_cloud_distance", _time(lambda: libs.map(lambda i: (ca[i].compute_point_cloud_distance(cb[i]), cb[i].compute_point_cloud_distance(ca[i])), b), repeats), "forward only"))
-    return rows
+        ca = [
+            o3d.geometry.PointCloud(o3d.utility.Vector3dVector(an[i].astype(np.float64)))
+            for i in range(b)
+        ]
+        cb = [
+            o3d.geometry.PointCloud(o3d.utility.Vector3dVector(bn[i].astype(np.float64)))
+            for i in range(b)
+        ]
+        rows.add(
+            "open3d compute_point_cloud_distance",
+            lambda: libs.map(
+                lambda i: (
+                    ca[i].compute_point_cloud_distance(cb[i]),
+                    cb[i].compute_point_cloud_distance(ca[i]),
+                ),
+                b,
+            ),
+            "forward only",
+        )
+    return rows.rows
 
 
 def _report(title: str, rows: list[tuple]) -> tuple[list[str], str]:
@@ -238,13 +310,20 @@ def _report(title: str, rows: list[tuple]) -> tuple[list[str], str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="threads for torch, numba and the library thread pool")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="threads for torch (act3d's kernels use torch's count), numba and the library pool",
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per entry (median)")
     parser.add_argument("--batch", type=int, default=32, help="clouds per batch")
-    parser.add_argument("--quick", action="store_true", help="2 repeats, naive references only on the small cases")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 repeats; naive references only on the small cases"
+    )
     args = parser.parse_args(argv)
-    if args.threads < 1 or args.repeats < 1 or args.batch < 1:
-        raise ValueError("--threads, --repeats and --batch must be >= 1")
+    if min(args.threads, args.repeats, args.batch) < 1:
+        parser.error("--threads, --repeats and --batch must be >= 1")
     repeats = 2 if args.quick else args.repeats
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -255,22 +334,45 @@ def main(argv: list[str] | None = None) -> int:
     b = args.batch
     big_naive = not args.quick
 
-    print(f"- command: `python benchmarks/ops.py {' '.join(sys.argv[1:] if argv is None else argv)}`".rstrip())
+    command = " ".join(["python benchmarks/ops.py", *(sys.argv[1:] if argv is None else argv)])
+    known = {
+        "fpsample": libs.fpsample,
+        "point-cloud-utils": libs.pcu,
+        "scipy": libs.spatial,
+        "open3d": libs.o3d,
+    }
+    installed = ", ".join(name for name, mod in known.items() if mod is not None) or "none"
+    missing = ", ".join(name for name, mod in known.items() if mod is None)
+    cores = len(os.sched_getaffinity(0))
+    print(f"- command: `{command}`")
     print(f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}")
-    print(f"- machine: {_cpu_model()}, {os.cpu_count()} logical cores ({len(os.sched_getaffinity(0))} available), load average {os.getloadavg()[0]:.1f} at start")
-    print(f"- threads: torch {torch.get_num_threads()}, numba {numba.get_num_threads()}, library pool {args.threads}")
-    print(f"- versions: python {platform.python_version()}, torch {torch.__version__}, numba {numba.__version__}, numpy {np.__version__}")
-    installed = [name for name, mod in (("fpsample", libs.fpsample), ("point-cloud-utils", libs.pcu), ("scipy", libs.spatial), ("open3d", libs.o3d)) if mod is not None]
-    missing = [name for name, mod in (("fpsample", libs.fpsample), ("point-cloud-utils", libs.pcu), ("scipy", libs.spatial), ("open3d", libs.o3d)) if mod is None]
-    print(f"- libraries: {', '.join(installed) or 'none'}" + (f"; not installed (skipped): {', '.join(missing)}" if missing else ""))
-    print(f"- median of {repeats} runs after a warm-up run (entries slower than {_SLOW_BUDGET_S / repeats:.0f} s: fewer runs, >= 1); float32; batch {b}")
+    print(
+        f"- machine: {_cpu_model()}, {os.cpu_count()} logical cores ({cores} available), "
+        f"load average {os.getloadavg()[0]:.1f} at start"
+    )
+    print(
+        f"- threads: torch {torch.get_num_threads()}, numba {numba.get_num_threads()}, "
+        f"library pool {args.threads}"
+    )
+    print(
+        f"- versions: python {platform.python_version()}, torch {torch.__version__}, "
+        f"numba {numba.__version__}, numpy {np.__version__}"
+    )
+    print(f"- libraries: {installed}" + (f"; not installed (skipped): {missing}" if missing else ""))
+    print(
+        f"- median of {repeats} runs after a warm-up run (entries slower than "
+        f"{_SLOW_BUDGET_S / repeats:.0f} s: fewer runs, >= 1); float32; batch {b}"
+    )
     print()
 
     cases = [
-        (f"FPS {1024}->{64}", lambda: _fps_cases(libs, b, 1024, 64, repeats, True)),
-        (f"FPS {8192}->{1024}", lambda: _fps_cases(libs, b, 8192, 1024, repeats, big_naive)),
+        ("FPS 1024->64", lambda: _fps_cases(libs, b, 1024, 64, repeats, True)),
+        ("FPS 8192->1024", lambda: _fps_cases(libs, b, 8192, 1024, repeats, big_naive)),
         ("kNN k=32, 64 in 1024", lambda: _knn_cases(libs, b, 64, 1024, 32, repeats, True)),
-        ("kNN k=32, 1024 in 8192", lambda: _knn_cases(libs, b, 1024, 8192, 32, repeats, big_naive)),
+        (
+            "kNN k=32, 1024 in 8192",
+            lambda: _knn_cases(libs, b, 1024, 8192, 32, repeats, big_naive),
+        ),
         ("group 1024 -> 64x32", lambda: _group_cases(libs, b, 1024, 64, 32, repeats, True)),
         ("Chamfer L1 2x(1024)", lambda: _chamfer_cases(libs, b, 1024, repeats, True)),
     ]
@@ -279,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---:|---:|---:|---|",
     ]
     summary = [
-        "| case | act3d wall ms | fastest library (by wall time) | library wall ms | library / act3d (wall) | library / act3d (CPU) |",
+        "| case | act3d wall ms | fastest library (by wall time) | library wall ms "
+        "| library / act3d (wall) | library / act3d (CPU) |",
         "|---|---:|---|---:|---:|---:|",
     ]
     for title, run in cases:

@@ -40,10 +40,10 @@ split, scoring on its labelled train/test splits); ``--pretrain-data shapenet:DI
 ``--eval-data h5:PATH`` (or any SOURCE of ``act3d.data.build_dataset``) use data on disk.
 
 Presets (``--preset``): ``tiny`` (the ``tiny`` models: 256 points in 16 patches of 16, a
-128-d 4-block student; the size that runs in tens of CPU-minutes), ``small`` (the
-``small`` student, 256-d 6 blocks, on the paper's grouping: 1024 points in 64 patches of
-32; sized to fit about two hours on a 2-core CPU), ``--quick`` (a smoke run of the tiny
-chain with minimal budgets). Everything runs through the stages' Python APIs
+128-d 4-block student, shortened pre-training; tens of CPU-minutes), ``small`` (the packaged
+``small`` Stage I / Stage II presets as they are: a 256-d 6-block student on the same
+grouping, longer pre-training; sized for about two hours on a 2-core CPU), ``--quick`` (a
+smoke run of the tiny chain with minimal budgets). Everything runs through the stages' Python APIs
 (``pretrain_teacher``, ``pretrain``, ``finetune``, ``svm_probe``, ``run_fewshot``); every
 run is an ordinary act3d run folder under ``--out``. Re-running with the same ``--out``
 reuses finished runs (their ``teacher.safetensors`` / ``student.safetensors`` /
@@ -125,16 +125,16 @@ class Budget:
 
 
 # The synthetic world has 14 classes: train/test caps below are multiples of 14 (balanced).
-_TINY_STAGE1 = ("data.train_split=pretrain", "data.num_samples=256", "data.val_samples=32", "optim.epochs=4", "optim.warmup_epochs=1")
-_TINY_STAGE2 = ("data.num_samples=512", "data.val_samples=32", "optim.epochs=4", "optim.warmup_epochs=1")
+_TINY_STAGE1 = ("data.train_split=pretrain", "data.num_samples=256", "data.val_samples=32", "optim.warmup_epochs=1", "optim.epochs=4")
+_TINY_STAGE2 = ("data.num_samples=512", "data.val_samples=32", "optim.warmup_epochs=1", "optim.epochs=4")
 _TINY_FINETUNE = (
-    "data.num_samples=420", "data.val_samples=280", "optim.epochs=8", "optim.warmup_epochs=1",
+    "data.num_samples=420", "data.val_samples=280", "optim.warmup_epochs=1", "optim.epochs=8",
     "run.val_every=8",
 )  # fmt: skip
 # 10% of 420 = 42 shapes: batch 16 and 5x the epochs -> 80 optimiser steps (100%: 104)
-_FINETUNE10 = ("optim.batch_size=16", "optim.epochs=40", "optim.warmup_epochs=4", "run.val_every=40")
+_FINETUNE10 = ("optim.batch_size=16", "optim.warmup_epochs=4", "optim.epochs=40", "run.val_every=40")
 # 5-way 10-shot = 50 shapes: batch 16, 30 epochs -> 90 optimiser steps
-_FEWSHOT = ("optim.epochs=30", "optim.warmup_epochs=3", "optim.batch_size=16", "run.val_every=30")
+_FEWSHOT = ("optim.warmup_epochs=3", "optim.epochs=30", "optim.batch_size=16", "run.val_every=30")
 
 BUDGETS: dict[str, Budget] = {
     "tiny": Budget(
@@ -151,26 +151,15 @@ BUDGETS: dict[str, Budget] = {
     ),
     "small": Budget(
         size="small",
-        # no packaged Stage I `small` preset is assumed: the defaults (1024 points, 64 x 32)
-        # with the `small` autoencoder sizes (AUTOENCODER_PRESETS["small"]) and MiniLM
-        stage1_preset=None,
-        stage1=(
-            "data.num_points=1024", "data.train_split=pretrain", "data.num_samples=560",
-            "data.val_samples=64", "model.token_dim=256", "model.num_codes=2048",
-            "model.dgcnn_widths=[128, 256, 256, 512]", "model.num_prompts=32",
-            "model.decoder_hidden=512", "model.fold_hidden=256", "schedule.tau_iters=null",
-            "schedule.kl_zero_iters=20", "schedule.kl_ramp_iters=null", "optim.lr=1e-3",
-            "optim.epochs=4", "optim.warmup_epochs=1", "optim.batch_size=16",
-        ),
+        # the packaged `small` presets as they are (Stage I: 640 shapes x 10 epochs of batch 8;
+        # Stage II: 2048 shapes x 8 epochs of batch 32; 256 points in 16 patches of 16), Stage I
+        # on the unlabeled pool like Stage II; scoring as `tiny` with the `small` student
+        stage1_preset="small",
+        stage1=("data.train_split=pretrain",),
         stage2_preset="small",
-        stage2=("data.num_samples=840", "data.val_samples=64", "optim.epochs=4", "optim.warmup_epochs=1",
-                "optim.batch_size=32"),
+        stage2=(),
         finetune_preset="synthetic",
-        finetune=(
-            "data.num_points=1024", "model.encoder=small", "model.num_groups=64", "model.group_size=32",
-            "data.num_samples=420", "data.val_samples=280", "optim.epochs=8", "optim.warmup_epochs=1",
-            "run.val_every=8",
-        ),
+        finetune=_TINY_FINETUNE + ("model.encoder=small",),
         finetune10=_FINETUNE10,
         fewshot=_FEWSHOT,
         fewshot_folds=1,
@@ -179,14 +168,14 @@ BUDGETS: dict[str, Budget] = {
 QUICK = Budget(
     size="tiny",
     stage1_preset="tiny",
-    stage1=("data.train_split=pretrain", "data.num_samples=64", "data.val_samples=16", "optim.epochs=2", "optim.warmup_epochs=1"),
+    stage1=("data.train_split=pretrain", "data.num_samples=64", "data.val_samples=16", "optim.warmup_epochs=1", "optim.epochs=2"),
     stage2_preset="tiny",
-    stage2=("data.num_samples=64", "data.val_samples=16", "optim.epochs=2", "optim.warmup_epochs=1"),
+    stage2=("data.num_samples=64", "data.val_samples=16", "optim.warmup_epochs=1", "optim.epochs=2"),
     finetune_preset="synthetic",
-    finetune=("data.num_samples=140", "data.val_samples=140", "optim.epochs=2", "optim.warmup_epochs=1",
+    finetune=("data.num_samples=140", "data.val_samples=140", "optim.warmup_epochs=1", "optim.epochs=2",
               "optim.batch_size=8", "run.val_every=1"),
     finetune10=(),
-    fewshot=("optim.epochs=2", "optim.warmup_epochs=1", "optim.batch_size=16", "run.val_every=1"),
+    fewshot=("optim.warmup_epochs=1", "optim.epochs=2", "optim.batch_size=16", "run.val_every=1"),
     fewshot_folds=1,
     fewshot_test=10,
     notes=("--quick: a smoke run of the whole chain; its numbers say nothing about the methods.",),

@@ -37,8 +37,14 @@ the step's inputs/shapes; FLOPs of one step and of the Transformer part
 the counter does not see CPU ``scaled_dot_product_attention``) and the achieved GFLOP/s,
 against the measured fp32 matmul rate of the machine (2048 x 2048, median).
 
-    python benchmarks/train_throughput.py [--batch 32] [--repeats 5] [--threads 2]
-        [--sizes tiny,small,paper] [--stages stage1,stage2,finetune] [--quick] [--json F]
+Threads: one by default. On a machine whose cores are shared with other work, more torch
+threads than free cores make every parallel region wait for a descheduled thread (measured
+here: a tiny Stage I step took 6-11 s with 2 threads and 1.1 s with 1, at load average 10
+on 2 cores); pass ``--threads`` to use more on an idle machine.
+
+    python benchmarks/train_throughput.py [--batch 16] [--repeats 5] [--threads 1]
+        [--sizes tiny,small,paper] [--stages stage1,stage2,finetune] [--bf16] [--quick]
+        [--json FILE] [--out FILE]
 """
 
 from __future__ import annotations
@@ -137,7 +143,8 @@ class Grouping:
 
 
 def grouping_of(size: str) -> Grouping:
-    """The grouping of act3d's Stage II preset of that size (``configs/pretrain``)."""
+    """The grouping of act3d's Stage II preset of that size (``configs/pretrain/<size>.yaml``),
+    used for all three stages of that size."""
     cfg = load_config(Stage2Config, size, stage="pretrain")
     return Grouping(cfg.data.num_points, cfg.model.num_groups, cfg.model.group_size)
 
@@ -228,7 +235,8 @@ class Stage1(Workload):
         super().__init__(size, batch)
         self.cfg, where = stage1_config(size, self.g)
         self.notes.append(
-            f"Stage I `{size}`: {where} (C={self.cfg.token_dim}, {self.cfg.num_codes} codes, "
+            f"Stage I `{size}`: {self.g.num_points} points in {self.g.num_groups} patches of "
+            f"{self.g.group_size}; {where} (C={self.cfg.token_dim}, {self.cfg.num_codes} codes, "
             f"DGCNN {list(self.cfg.dgcnn_widths)}, {self.cfg.num_prompts} prompts) + random:minilm"
         )
         self.model = ACTAutoencoder(self.cfg, build_teacher("random:minilm"))
@@ -316,7 +324,8 @@ class Stage2(Workload):
         self.model = self.task.build_model()
         self.model.train()
         self.notes.append(
-            f"Stage II `{size}`: student {size} ({cfg.model.encoder_config().depth} blocks, "
+            f"Stage II `{size}`: {self.g.num_points} points in {self.g.num_groups} patches of "
+            f"{self.g.group_size}; student {size} ({cfg.model.encoder_config().depth} blocks, "
             f"{cfg.model.encoder_config().embed_dim}-d), target `clean` from the Stage I `{size}` "
             f"model ({where}, random:minilm)"
         )
@@ -387,7 +396,10 @@ class Finetune(Workload):
         enc = EncoderConfig.preset(size, num_groups=self.g.num_groups, group_size=self.g.group_size)
         self.model = PointClassifier(enc, NUM_CLASSES, mode="full")
         self.model.train()
-        self.notes.append(f"fine-tune `{size}`: PointClassifier full, {enc.depth} blocks, {enc.embed_dim}-d, 40 classes")
+        self.notes.append(
+            f"fine-tune `{size}`: {self.g.num_points} points in {self.g.num_groups} patches of "
+            f"{self.g.group_size}; PointClassifier full, {enc.depth} blocks, {enc.embed_dim}-d, 40 classes"
+        )
         self.points, self.labels = _clouds(batch, self.g.num_points, labeled=True)
         self.optimizer = _optimizer(self.model, 0.05)
 
@@ -611,7 +623,7 @@ def _csv(text: str, valid: tuple[str, ...], what: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=32, help="clouds per step (default 32)")
+    parser.add_argument("--batch", type=int, default=16, help="clouds per step (default 16)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per build (median; default 5)")
     parser.add_argument("--threads", type=int, default=1, help="torch / numba threads (default 1; see the module docstring)")
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma list of tiny, small, paper")

@@ -78,7 +78,10 @@ def test_fps_large_offset_and_noncontiguous():
     )
 
 
-def test_threads_do_not_change_results():
+def test_threads_do_not_change_results(monkeypatch):
+    from act3d.ops import _numba_kernels
+
+    monkeypatch.setattr(_numba_kernels, "_MIN_PARALLEL_S", 0.0)
     points = _cloud(5, 300, seed=6)
     query = _cloud(5, 150, seed=7)
     results = []
@@ -350,6 +353,7 @@ BAD_CALLS = [
     (lambda: ops.random_mask(0, 4, 0.5), "batch"),
     (lambda: ops.random_mask(2, 0, 0.5), "num_groups"),
     (lambda: ops.random_mask(2, 4, 1.5), "ratio"),
+    (lambda: ops.random_mask(2, 4, 0.5, generator=torch.Generator(), device="meta"), "generator"),
 ]
 
 

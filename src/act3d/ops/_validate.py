@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import torch
 
@@ -13,7 +15,8 @@ def _check_cloud(x: torch.Tensor, name: str, dim: int | None = 3) -> None:
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 3:
-        raise ValueError(f"{name} must have shape (B, N, {dim if dim else 'C'}), got {tuple(x.shape)}")
+        last = dim if dim else "C"
+        raise ValueError(f"{name} must have shape (B, N, {last}), got {tuple(x.shape)}")
     if dim is not None and x.shape[-1] != dim:
         raise ValueError(f"{name} must have last dimension {dim}, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
@@ -47,7 +50,7 @@ def _check_same_batch(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str
 
 def _check_count(value: int, name: str, low: int, high: int, high_name: str) -> None:
     """Raise ValueError unless ``low <= value <= high`` and ``value`` is an int."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an int, got {type(value).__name__}")
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")

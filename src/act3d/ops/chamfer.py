@@ -29,7 +29,8 @@ def _check_chamfer_args(a: torch.Tensor, b: torch.Tensor, norm: int, reduction: 
 def _safe_sqrt(d: torch.Tensor) -> torch.Tensor:
     """sqrt(d) for d >= 0 with value 0 and gradient 0 (not inf/NaN) where d == 0."""
     pos = d > 0
-    return torch.where(pos, torch.sqrt(torch.where(pos, d, torch.ones_like(d))), torch.zeros_like(d))
+    root = torch.sqrt(torch.where(pos, d, torch.ones_like(d)))
+    return torch.where(pos, root, torch.zeros_like(d))
 
 
 def _combine(d_ab: torch.Tensor, d_ba: torch.Tensor, norm: int, reduction: str) -> torch.Tensor:

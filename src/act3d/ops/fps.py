@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from ._backend import _resolve_backend
@@ -23,7 +25,7 @@ def _check_fps_args(points: torch.Tensor, m: int, start: int) -> None:
     _check_cloud(points, "points")
     n = points.shape[1]
     _check_count(m, "m", 1, n, "number of points N")
-    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < n:
+    if isinstance(start, bool) or not isinstance(start, numbers.Integral) or not 0 <= start < n:
         raise ValueError(f"start must be an int in [0, {n}), got {start!r}")
 
 

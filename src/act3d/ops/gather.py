@@ -26,7 +26,8 @@ def gather_points(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"idx must be an int64 tensor, got {dtype}")
     if idx.dim() < 1 or idx.shape[0] != points.shape[0]:
         raise ValueError(
-            f"idx batch size must match points batch size {points.shape[0]}, got shape {tuple(idx.shape)}"
+            f"idx batch size must match points batch size {points.shape[0]}, "
+            f"got shape {tuple(idx.shape)}"
         )
     if idx.device != points.device:
         raise ValueError(f"idx is on {idx.device} but points is on {points.device}")

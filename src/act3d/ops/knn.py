@@ -90,7 +90,9 @@ def _knn(query: torch.Tensor, points: torch.Tensor, k: int, backend: str | None)
     return _sorted_by_dist(query, points, idx)
 
 
-def knn_naive(query: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def knn_naive(
+    query: torch.Tensor, points: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain reference kNN: full (B, M, N) difference tensor, stable sort.
 
     query: (B, M, 3), points: (B, N, 3) -> dist2 (B, M, k), idx (B, M, k) int64.

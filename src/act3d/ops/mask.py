@@ -36,6 +36,9 @@ def random_mask(
         raise ValueError(f"ratio must be a float in [0, 1], got {ratio!r}")
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
+    device = torch.device(device)
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(f"generator is on {generator.device} but device is {device}")
     num_masked = int(ratio * num_groups)
     noise = torch.rand(batch, num_groups, generator=generator, device=device)
     ranks = torch.argsort(noise, dim=1)
