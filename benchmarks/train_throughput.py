@@ -468,17 +468,21 @@ def check_same_step(w: Workload) -> str:
     return f"{ours.item():.5f} (library {library.item():.5f}, baseline {baseline.item():.5f})"
 
 
-def _alternating(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median seconds of each callable, run in turn ``repeats`` times after one warm-up."""
+def _alternating(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall and process-CPU seconds of each callable, run in turn ``repeats`` times
+    after one warm-up round."""
     for fn in fns.values():
         fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for key, fn in fns.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
-            times[key].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+            wall[key].append(time.perf_counter() - start)
+            cpu[key].append(time.process_time() - start_cpu)
+    return ({k: statistics.median(v) for k, v in wall.items()},
+            {k: statistics.median(v) for k, v in cpu.items()})
 
 
 def _configure(w: Workload, impl: Impl) -> None:
@@ -521,11 +525,13 @@ def measure(w: Workload, repeats: int, memory: _common.PeakMemory, bf16: bool) -
     for impl in impls:
         for name, fn in w.phases(impl).items():
             fns[f"{impl.name}:{name}"] = _with_impl(w, impl, fn)
-    times = _alternating(fns, repeats)
+    times, cpu_times = _alternating(fns, repeats)
     for impl in timed:
         result[f"{impl.name}_step_s"] = times[impl.name]
         result[f"{impl.name}_samples_per_s"] = w.batch / times[impl.name]
+        result[f"{impl.name}_step_cpu_s"] = cpu_times[impl.name]
     result["ratio"] = times[BASELINE.name] / times[ACT3D.name]
+    result["cpu_ratio"] = cpu_times[BASELINE.name] / cpu_times[ACT3D.name]
     for key, seconds in times.items():
         if ":" in key:
             result[f"{key}_s"] = seconds
@@ -557,18 +563,25 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, memory: _com
         "- matmul rate alone at the start / end of the run: "
         f"{matmul_start_end[0]:.1f} / {matmul_start_end[1]:.1f} GFLOP/s",
         f"- peak memory: {memory.describe()}",
+        "- samples/s and ratios are wall-clock; the CPU-time columns use the process CPU time of "
+        "the same steps (with one thread it is the work done, whatever share of a core the "
+        "process got)",
         "",
     ]
     bf16 = any("act3d_bf16_step_s" in r for r in results)
-    header = ["stage", "size", "act3d samples/s", "baseline samples/s", "act3d / baseline"]
-    header += ["act3d bf16 samples/s"] if bf16 else []
+    header = ["stage", "size", "act3d samples/s", "baseline samples/s", "act3d / baseline",
+              "act3d / baseline (CPU time)", "act3d samples per CPU-s"]
+    header += ["act3d bf16 samples/s", "bf16 / fp32"] if bf16 else []
     header += ["act3d peak MiB", "baseline peak MiB", "step GFLOP", "act3d step GFLOP/s"]
     rows = []
     for r in results:
         row = [r["stage"], r["size"], f"{r['act3d_samples_per_s']:.2f}", f"{r['baseline_samples_per_s']:.2f}",
-               f"**{r['ratio']:.2f}x**"]
+               f"**{r['ratio']:.2f}x**", f"{r['cpu_ratio']:.2f}x", f"{r['batch'] / r['act3d_step_cpu_s']:.2f}"]
         if bf16:
-            row.append(f"{r['act3d_bf16_samples_per_s']:.2f}" if "act3d_bf16_step_s" in r else "–")
+            if "act3d_bf16_step_s" in r:
+                row += [f"{r['act3d_bf16_samples_per_s']:.2f}", f"{r['act3d_step_s'] / r['act3d_bf16_step_s']:.2f}x"]
+            else:
+                row += ["–", "–"]
         row += [_common.fmt_mb(r["act3d_peak_bytes"]), _common.fmt_mb(r["baseline_peak_bytes"]),
                 f"{r['step_flops'] / 1e9:.1f}", f"{r['step_flops'] / 1e9 / r['act3d_step_s']:.1f}"]
         rows.append(row)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["DataConfig"]
+__all__ = ["DataConfig", "build_pretraining_split"]
 
 
 @dataclass
@@ -36,3 +37,32 @@ class DataConfig:
             value = getattr(self, key)
             if value is not None and value <= 0:
                 raise ValueError(f"data.{key} must be positive or null, got {value}")
+
+
+def build_pretraining_split(data: DataConfig, split: str, train: bool, limit: int | None, seed: int) -> Any:
+    """One split for self-supervised pretraining (Stages I and II): random point subsets
+    (not FPS, ACT_SPEC §1), normalised, at most ``limit`` samples (synthetic sources generate
+    exactly that many shapes; others keep their first ``limit``).
+
+    Returns:
+        A torch ``Dataset`` of ``{"points": (N, 3), "label": ()}`` samples.
+    """
+    from torch.utils.data import Subset
+
+    from act3d.data import build_dataset, parse_source
+
+    synthetic = parse_source(data.source)[0] in ("synthetic", "synthetic-scan")
+    dataset = build_dataset(
+        data.source,
+        split,
+        data.num_points,
+        root=data.root,
+        train=train,
+        sampling="random",
+        normalize=True,
+        seed=seed,
+        num_samples=limit if synthetic else None,
+    )
+    if not synthetic and limit is not None and limit < len(dataset):
+        dataset = Subset(dataset, range(limit))
+    return dataset

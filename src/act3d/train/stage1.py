@@ -51,7 +51,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from act3d.checkpoint import load_weights, read_weights_metadata, save_weights
 from act3d.config import (
@@ -72,7 +72,7 @@ from act3d.models.autoencoder import (
 )
 from act3d.models.teachers.base import BlockStackTeacher, TeacherBackbone
 from act3d.ops import chamfer_distance, group
-from act3d.train.common import DataConfig
+from act3d.train.common import DataConfig, build_pretraining_split
 from act3d.train.engine import FitResult, Task, fit, unwrap_model
 
 __all__ = [
@@ -290,24 +290,7 @@ class Stage1Task(Task):
         return ACTAutoencoder(self.cfg.model, self.build_teacher())
 
     def _dataset(self, split: str, train: bool, limit: int | None) -> Dataset:
-        from act3d.data import build_dataset, parse_source
-
-        d = self.cfg.data
-        synthetic = parse_source(d.source)[0] in ("synthetic", "synthetic-scan")
-        dataset = build_dataset(
-            d.source,
-            split,
-            d.num_points,
-            root=d.root,
-            train=train,
-            sampling="random",
-            normalize=True,
-            seed=self.cfg.runtime.seed,
-            num_samples=limit if synthetic else None,
-        )
-        if not synthetic and limit is not None and limit < len(dataset):
-            dataset = Subset(dataset, range(limit))
-        return dataset
+        return build_pretraining_split(self.cfg.data, split, train, limit, self.cfg.runtime.seed)
 
     def train_dataset(self) -> Dataset:
         return self._dataset(self.cfg.data.train_split, True, self.cfg.data.num_samples)

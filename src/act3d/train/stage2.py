@@ -66,7 +66,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from act3d.config import OptimConfig, RunConfig, RuntimeConfig, add_config_arguments, config_from_args
 from act3d.models.autoencoder import ACTAutoencoder
@@ -74,7 +74,7 @@ from act3d.models.encoder_api import save_encoder
 from act3d.models.mpm import MaskedPointModel, MPMConfig
 from act3d.models.student import ENCODER_PRESETS, EncoderConfig
 from act3d.ops import group
-from act3d.train.common import DataConfig
+from act3d.train.common import DataConfig, build_pretraining_split
 from act3d.train.engine import FitResult, Task, fit, unwrap_model
 
 __all__ = [
@@ -283,25 +283,9 @@ class Stage2Task(Task):
         return MaskedPointModel(self.mpm_config)
 
     def _dataset(self, split: str, train: bool) -> Dataset:
-        from act3d.data import build_dataset, parse_source
-
         d = self.cfg.data
         limit = d.num_samples if train else d.val_samples
-        synthetic = parse_source(d.source)[0] in ("synthetic", "synthetic-scan")
-        dataset = build_dataset(
-            d.source,
-            split,
-            d.num_points,
-            root=d.root,
-            train=train,
-            sampling="random",
-            normalize=True,
-            seed=self.cfg.runtime.seed,
-            num_samples=limit if synthetic else None,
-        )
-        if not synthetic and limit is not None and limit < len(dataset):
-            dataset = Subset(dataset, range(limit))
-        return dataset
+        return build_pretraining_split(d, split, train, limit, self.cfg.runtime.seed)
 
     def train_dataset(self) -> Dataset:
         self._train_set = self._dataset(self.cfg.data.train_split, train=True)
