@@ -71,11 +71,16 @@ def test_truncated_weights_name_the_file(tmp_path: Path, keep: int) -> None:
             read_weights_metadata(bad)
 
 
+def _garbage(seed: int, size: int) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+
+
 def test_garbage_weights(tmp_path: Path) -> None:
     bad = tmp_path / "garbage.safetensors"
-    bad.write_bytes(os.urandom(300))
-    with pytest.raises(CheckpointError, match="garbage.safetensors"):
-        load_weights(bad)
+    for seed in range(50):
+        bad.write_bytes(_garbage(seed, 300))
+        with pytest.raises(CheckpointError, match="garbage.safetensors"):
+            load_weights(bad)
     assert issubclass(CheckpointError, ValueError)
 
 
@@ -124,9 +129,16 @@ def test_truncated_state_names_the_file(tmp_path: Path, keep: int) -> None:
 
 def test_garbage_and_non_dict_state(tmp_path: Path) -> None:
     bad = tmp_path / "garbage.pt"
-    bad.write_bytes(os.urandom(500))
-    with pytest.raises(CheckpointError, match="garbage.pt"):
-        load_state(bad)
+    # Random bytes, and pickle protocol-2 headers followed by random opcodes: a damaged
+    # stream fails inside torch's unpickler in many ways (IndexError, KeyError, EOFError, ...).
+    # Every one must surface as a CheckpointError naming the file.
+    blobs = [_garbage(seed, 500) for seed in range(100)]
+    blobs += [b"\x80\x02" + _garbage(seed, 64) for seed in range(100)]
+    blobs += [b"\x80\x02\x81", b"\x80\x02", b""]
+    for blob in blobs:
+        bad.write_bytes(blob)
+        with pytest.raises(CheckpointError, match="garbage.pt"):
+            load_state(bad)
     lst = tmp_path / "list.pt"
     torch.save([1, 2], lst)
     with pytest.raises(CheckpointError, match="list.pt holds a list"):
