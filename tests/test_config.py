@@ -63,6 +63,24 @@ def test_defaults_and_nested_default_factories() -> None:
     assert cfg.model.layers == [1, 2] and cfg.runtime.device == "auto"
 
 
+@pytest.mark.parametrize("order", [1, -1])
+def test_overrides_checked_together_whatever_their_order(order: int) -> None:
+    # defaults: epochs 5, warmup 1. epochs=8 with warmup=6 is consistent, but warmup=6 alone
+    # (before epochs=8) is not: the cross-field check must see both.
+    sets = ["optim.warmup_epochs=6", "optim.epochs=8", "model.depth=2"][::order]
+    cfg = load_config(Schema, overrides=sets)
+    assert (cfg.optim.warmup_epochs, cfg.optim.epochs, cfg.model.depth) == (6, 8, 2)
+    assert load_config(Schema, overrides=["optim.epochs=8", "optim.epochs=3"]).optim.epochs == 3  # last wins
+    with pytest.raises(ValueError, match=r"optim\.warmup_epochs must be in \[0, optim\.epochs=3\].*"
+                                         r"--set optim\.warmup_epochs=4 --set optim\.epochs=3"):
+        load_config(Schema, overrides=["optim.warmup_epochs=4", "optim.epochs=3"])
+    # key and type errors still name the one override at fault, wherever it is
+    with pytest.raises(ValueError, match=r"unknown key 'optim\.epoch' in --set optim\.epoch=3\b"):
+        load_config(Schema, overrides=["optim.warmup_epochs=6", "optim.epoch=3"])
+    with pytest.raises(ValueError, match=r"optim\.epochs.*--set optim\.epochs=many"):
+        load_config(Schema, overrides=["optim.warmup_epochs=6", "optim.epochs=many"])
+
+
 def test_preset_file_then_overrides(tmp_path: Path) -> None:
     path = _write(
         tmp_path,

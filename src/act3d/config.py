@@ -253,10 +253,41 @@ def load_config(
             raise ValueError(f"invalid YAML in {source}: {err}") from err
         if data is not None:
             cfg = _apply(cfg, data, "", source)
+    # Every override is checked on its own first (unknown key, wrong type: the error names
+    # that override), then all are applied together, so checks across fields (e.g. warmup
+    # <= epochs) see the final values whatever order the overrides came in.
+    merged: dict[str, Any] = {}
     for text in overrides:
         key, value = _parse_override(text)
-        cfg = _apply(cfg, _nest(key, value), "", f"--set {text}")
+        nested = _nest(key, value)
+        try:
+            _apply(cfg, nested, "", f"--set {text}")
+        except _CrossFieldError:
+            pass  # may hold once the other overrides are in; checked below with all of them
+        _merge(merged, nested)
+    if merged:
+        where = f"--set {overrides[0]}" if len(overrides) == 1 else "--set " + " --set ".join(overrides)
+        cfg = _apply(cfg, merged, "", where)
     return cfg
+
+
+class _CrossFieldError(ValueError):
+    """A config section's own consistency check failed (raised by its ``__post_init__``)."""
+
+
+def _merge(into: dict[str, Any], data: Mapping[str, Any]) -> None:
+    """Deep-merge nested override ``data`` into ``into``; later values win."""
+    for key, value in data.items():
+        if isinstance(value, _RawValue) and isinstance(value.value, Mapping):
+            value = value.value
+        old = into.get(key)
+        if isinstance(old, dict) and isinstance(value, Mapping):
+            _merge(old, value)
+        elif isinstance(value, Mapping):
+            into[key] = {}
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
@@ -436,8 +467,10 @@ def _apply(cfg: Any, data: Any, prefix: str, source: str, root: Any = None) -> A
             updates[key] = _coerce(value, tp, full, source)
     try:
         return dataclasses.replace(cfg, **updates)
+    except _CrossFieldError:
+        raise
     except ValueError as err:
-        raise ValueError(f"{err} (in {source})") from err
+        raise _CrossFieldError(f"{err} (in {source})") from err
 
 
 def _unknown_key_message(full: str, source: str, root: Any, prefix: str, valid: list[str]) -> str:
