@@ -27,29 +27,23 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from act3d import ops
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common  # noqa: E402
+
+from act3d import ops  # noqa: E402
 
 # Naive references above this many (query, point) pairs per call are run one cloud at a
 # time (their full difference tensor would not fit in memory otherwise).
 _NAIVE_PAIRS_PER_CALL = 1 << 25
 # Seconds of timed runs allowed per entry (slow entries get fewer than --repeats runs).
 _SLOW_BUDGET_S = 20.0
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -347,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"- command: `{command}`")
     print(f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}")
     print(
-        f"- machine: {_cpu_model()}, {os.cpu_count()} logical cores ({cores} available), "
+        f"- machine: {_common.cpu_model()}, {os.cpu_count()} logical cores ({cores} available), "
         f"load average {os.getloadavg()[0]:.1f} at start"
     )
     print(

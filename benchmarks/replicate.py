@@ -186,6 +186,14 @@ def _is_synthetic(source: str) -> bool:
     return source.split(":", 1)[0].lower() in ("synthetic", "synthetic-scan")
 
 
+def _tag(method: str, init: Path | None) -> str:
+    """Name of a backbone in scoring run folders: the method, plus the pre-training run's
+    seed (``stage2-<method>-seed<s>/student.safetensors`` -> ``<method>-pre<s>``)."""
+    if init is None:
+        return method
+    return f"{method}-pre{init.parent.name.rsplit('-seed', 1)[-1]}"
+
+
 # ----------------------------------------------------------------------------- running
 
 
@@ -298,7 +306,7 @@ class Runner:
     def finetune(self, method: str, init: Path | None, seed: int, fraction: float) -> dict[str, Any]:
         from act3d.train.finetune import RunRecord, finetune
 
-        run_dir = self.runs / f"finetune-{method}-labels{fraction:g}-seed{seed}"
+        run_dir = self.runs / f"finetune-{_tag(method, init)}-labels{fraction:g}-seed{seed}"
         result_file = run_dir / "result.json"
         if result_file.is_file():
             return RunRecord(**json.loads(result_file.read_text())).to_dict()
@@ -318,7 +326,7 @@ class Runner:
         from act3d.models.encoder_api import load_encoder
         from act3d.models.student import EncoderConfig, PointEncoder
 
-        out_file = self.runs / f"probe-{method}-seed{seed}.json"
+        out_file = self.runs / f"probe-{_tag(method, init)}-seed{seed}.json"
         if out_file.is_file():
             return json.loads(out_file.read_text())
         cfg = self._finetune_cfg(init, seed)
@@ -347,7 +355,7 @@ class Runner:
     def fewshot(self, method: str, init: Path | None, seed: int) -> dict[str, Any]:
         from act3d.eval.fewshot import run_fewshot
 
-        group = self.runs / f"fewshot-{method}-{WAY}w{SHOT}s-seed{seed}"
+        group = self.runs / f"fewshot-{_tag(method, init)}-{WAY}w{SHOT}s-seed{seed}"
         summary_file = group / "summary.json"
         if summary_file.is_file():
             return json.loads(summary_file.read_text())
@@ -414,10 +422,12 @@ def summarise(per_method: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]
 
 def render(args: argparse.Namespace, budget: Budget, table: dict[str, dict[str, Any]], skipped: dict[str, str],
            pretrain: dict[str, list[dict[str, Any]]], seconds: float) -> str:
+    import torch
+
     seeds = args.seeds
     eval_source = args.eval_data or "synthetic"
     lines = [f"### ACT vs baselines, preset `{args.preset}`{' (--quick)' if args.quick else ''}", ""]
-    lines += _common.machine_lines(args.threads or __import__("torch").get_num_threads())
+    lines += _common.machine_lines(args.threads or torch.get_num_threads())
     lines += [
         f"- command: `{_common.command_line()}`",
         f"- wall time of this invocation: {seconds / 60:.1f} min; sum of the recorded run times: "
@@ -446,8 +456,9 @@ def render(args: argparse.Namespace, budget: Budget, table: dict[str, dict[str, 
     for note in budget.notes:
         lines.append(f"- {note}")
     if not args.pretrain_per_seed:
-        lines.append("- The probe of a pre-trained backbone has one value (one pre-training); its "
-                     "spread across pre-training seeds needs `--pretrain-per-seed`.")
+        lines.append("- One pre-training per row: the spread of a pre-trained row is the downstream "
+                     "one (label subset, fine-tuning seed; for the probe only the SVM's CV split and "
+                     "solver seed). The spread across pre-training seeds needs `--pretrain-per-seed`.")
     lines += ["", "Pre-training runs (Stage I: best validation CD-L1 of the whole reconstructed cloud; "
               "Stage II: last validation loss; the two targets' losses are not comparable):", ""]
     header = ["backbone", "seed", "Stage I val CD-L1", "Stage II val loss", "Stage I s", "Stage II s"]

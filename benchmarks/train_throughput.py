@@ -30,7 +30,8 @@ Reported per (stage, size): samples/s of both (median step time over --repeats, 
 builds alternating so machine noise hits both alike) and their ratio; peak memory a step
 adds (see ``_common.PeakMemory``: the kernel's resident high-water mark, not tracemalloc,
 which cannot see torch's allocations); the share of the act3d step spent in grouping
-(FPS + kNN + gather), Chamfer (forward + backward) and the Transformer blocks (forward +
+(FPS + kNN + gather; a grouping table also times its FPS and its kNN search on their own,
+act3d against the baseline's Python-loop FPS and matmul kNN), Chamfer (forward + backward) and the Transformer blocks (forward +
 backward; Stage II also the teacher's no-grad Transformer pass), each timed on its own on
 the step's inputs/shapes; FLOPs of one step and of the Transformer part
 (``torch.utils.flop_counter.FlopCounterMode``; counted with attention written out, since
@@ -89,6 +90,8 @@ NUM_CLASSES = 40
 MATMUL_N = 2048
 PHASE_LABELS = {"group": "group", "chamfer": "chamfer", "transformer": "transformer",
                 "embed": "patch embed", "dgcnn": "DGCNN", "decoder": "decoder"}
+# the two searches inside "group", timed on their own (not part of the shares' sum)
+GROUP_PARTS = ("fps", "knn")
 
 
 # ----------------------------------------------------------------------------- builds
@@ -100,6 +103,8 @@ class Impl:
 
     name: str
     group: Callable[[Tensor, int, int], tuple[Tensor, Tensor]]
+    fps: Callable[[Tensor, int], Tensor]
+    knn: Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]
     chamfer: Callable[..., Tensor]
     fused_attention: bool
     naive_dgcnn: bool
@@ -110,8 +115,9 @@ class Impl:
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
 
 
-ACT3D = Impl("act3d", ops.group, ops.chamfer_distance, True, False)
-BASELINE = Impl("baseline", ops.group_naive, ops.chamfer_distance_naive, False, True)
+ACT3D = Impl("act3d", ops.group, ops.farthest_point_sample, ops.knn, ops.chamfer_distance, True, False)
+BASELINE = Impl("baseline", ops.group_naive, ops.farthest_point_sample_naive, ops.knn_naive,
+                ops.chamfer_distance_naive, False, True)
 # act3d under bf16 autocast (what `--set runtime.precision=bf16` trains with), only with --bf16
 ACT3D_BF16 = dataclasses.replace(ACT3D, name="act3d_bf16", bf16=True)
 # act3d's ops with attention written out: only for counting FLOPs (see the docstring).
@@ -213,12 +219,26 @@ class Workload:
         """Name -> a callable doing that part of the step on the step's inputs/shapes."""
         raise NotImplementedError
 
-    def _group(self, impl: Impl, points: Tensor) -> Callable[[], Any]:
-        def run() -> Any:
-            with torch.no_grad():
-                return impl.group(points, self.g.num_groups, self.g.group_size)
+    def _group(self, impl: Impl, points: Tensor) -> dict[str, Callable[[], Any]]:
+        """The grouping of ``points`` (FPS + kNN + gather) and, on their own, its FPS and its
+        kNN search (the patch centers precomputed)."""
+        g = self.g
+        with torch.no_grad():
+            centers = ops.gather_points(points, ops.farthest_point_sample(points, g.num_groups))
 
-        return run
+        def group() -> Any:
+            with torch.no_grad():
+                return impl.group(points, g.num_groups, g.group_size)
+
+        def fps() -> Any:
+            with torch.no_grad():
+                return impl.fps(points, g.num_groups)
+
+        def knn() -> Any:
+            with torch.no_grad():
+                return impl.knn(centers, points, g.group_size)
+
+        return {"group": group, "fps": fps, "knn": knn}
 
 
 def _blocks_fwd_bwd(blocks: nn.ModuleList, norm: nn.Module, x: Tensor, pos: Tensor) -> Tensor:
@@ -304,7 +324,7 @@ class Stage1(Workload):
             coarse_out, fine_out = m.decoder(latent)
             (coarse_out.sum() + fine_out.sum()).backward()
 
-        return {"group": self._group(impl, self.points), "chamfer": chamfer, "transformer": transformer,
+        return {**self._group(impl, self.points), "chamfer": chamfer, "transformer": transformer,
                 "embed": embed, "dgcnn": dgcnn, "decoder": decoder}
 
 
@@ -385,7 +405,7 @@ class Stage2(Workload):
                 t.dgcnn_1(t_embedded, centers)
                 t.dgcnn_2(t_mixed, centers)
 
-        return {"group": self._group(impl, points), "transformer": transformer, "embed": embed, "dgcnn": dgcnn}
+        return {**self._group(impl, points), "transformer": transformer, "embed": embed, "dgcnn": dgcnn}
 
 
 class Finetune(Workload):
@@ -438,7 +458,7 @@ class Finetune(Workload):
             self.model.zero_grad(set_to_none=True)
             backbone.embed(patches).sum().backward()
 
-        return {"group": self._group(impl, self.points), "transformer": transformer, "embed": embed}
+        return {**self._group(impl, self.points), "transformer": transformer, "embed": embed}
 
 
 WORKLOADS: dict[str, type[Workload]] = {"stage1": Stage1, "stage2": Stage2, "finetune": Finetune}
@@ -512,7 +532,8 @@ def _matmul_fn(n: int = MATMUL_N) -> Callable[[], Any]:
 
 def measure(w: Workload, repeats: int, memory: _common.PeakMemory, bf16: bool) -> dict[str, Any]:
     impls = (ACT3D, BASELINE)
-    result: dict[str, Any] = {"stage": w.stage, "size": w.size, "batch": w.batch, "notes": w.notes}
+    result: dict[str, Any] = {"stage": w.stage, "size": w.size, "batch": w.batch, "notes": w.notes,
+                              "grouping": f"{w.batch} x {w.g.num_points} -> {w.g.num_groups} x {w.g.group_size}"}
     result["check"] = check_same_step(w)
     # peak memory of one step (after one warm-up step that also creates the AdamW state)
     for impl in impls:
@@ -549,6 +570,44 @@ def measure(w: Workload, repeats: int, memory: _common.PeakMemory, bf16: bool) -
 
 def _pct(part: float | None, whole: float) -> str:
     return "–" if part is None else f"{100 * part / whole:.1f}"
+
+
+def _ms(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{1e3 * seconds:.2f}"
+
+
+def grouping_report(results: list[dict[str, Any]]) -> list[str]:
+    """The grouping table: FPS + kNN + gather of each step's batch, act3d vs baseline, with
+    the FPS and the kNN search timed on their own (same rounds as the step)."""
+    lines = [
+        "Grouping (FPS + kNN + gather of the step's batch, no gradient), timed in the same rounds "
+        "as the steps: milliseconds per batch for the whole grouping and, on their own, its FPS "
+        "(N points -> G centers) and its kNN search (k nearest of the N points to each of the G "
+        "centers); the rest (grouping - FPS - kNN) is the gathers, the centring and call overhead. The "
+        "baseline groups with `farthest_point_sample_naive` (Python loop over the G picks) and "
+        "`knn_naive` (the full (G, N) distance matrix, then a stable sort).",
+        "",
+    ]
+    header = ["stage", "size", "B x N -> G x k", "act3d group ms", "act3d FPS ms", "act3d kNN ms",
+              "baseline group ms", "baseline FPS ms", "baseline kNN ms", "group: baseline / act3d",
+              "FPS: baseline / act3d", "kNN: baseline / act3d", "act3d clouds grouped/s",
+              "group % of act3d step", "group % of baseline step"]
+    rows = []
+    for r in results:
+        if "act3d:group_s" not in r:
+            continue
+        a = {k: r.get(f"act3d:{k}_s") for k in ("group", *GROUP_PARTS)}
+        b = {k: r.get(f"baseline:{k}_s") for k in ("group", *GROUP_PARTS)}
+        ratios = [("–" if a[k] is None or b[k] is None else f"{b[k] / a[k]:.1f}x") for k in ("group", *GROUP_PARTS)]
+        rows.append([
+            r["stage"], r["size"], r.get("grouping", "–"),
+            _ms(a["group"]), _ms(a["fps"]), _ms(a["knn"]), _ms(b["group"]), _ms(b["fps"]), _ms(b["knn"]),
+            *ratios, f"{r['batch'] / a['group']:.0f}",
+            _pct(a["group"], r["act3d_step_s"]), _pct(b["group"], r["baseline_step_s"]),
+        ])  # fmt: skip
+    if rows:
+        lines += [_common.markdown_table(header, rows), ""]
+    return lines
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace, memory: _common.PeakMemory,
@@ -614,6 +673,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, memory: _com
                 row += [f"{tf_rate:.1f}", f"{r['matmul_gflops']:.1f}", f"{100 * tf_rate / r['matmul_gflops']:.0f}"]
             rows.append(row)
         lines += [f"**{build}**:", "", _common.markdown_table(header, rows), ""]
+    lines += grouping_report(results)
     lines += ["Models:", ""]
     seen = set()
     for r in results:

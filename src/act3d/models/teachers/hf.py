@@ -46,37 +46,27 @@ __all__ = [
     "wrap_dinov2",
 ]
 
+
+def _bert_shape(hidden: int, layers: int, heads: int) -> tuple[str, dict[str, Any]]:
+    """A BERT-family shape: the standard vocabulary, MLP 4x the width."""
+    return "bert", dict(
+        vocab_size=30522,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        hidden_act="gelu",
+        max_position_embeddings=512,
+        type_vocab_size=2,
+        layer_norm_eps=1e-12,
+    )
+
+
 # Shapes that can be built without any file (random init) — family, config fields.
 HF_SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
     # sentence-transformers/all-MiniLM-L6-v2 (nreimers/MiniLM-L6-H384-uncased)
-    "minilm": (
-        "bert",
-        dict(
-            vocab_size=30522,
-            hidden_size=384,
-            num_hidden_layers=6,
-            num_attention_heads=12,
-            intermediate_size=1536,
-            hidden_act="gelu",
-            max_position_embeddings=512,
-            type_vocab_size=2,
-            layer_norm_eps=1e-12,
-        ),
-    ),
-    "bert-base": (
-        "bert",
-        dict(
-            vocab_size=30522,
-            hidden_size=768,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            intermediate_size=3072,
-            hidden_act="gelu",
-            max_position_embeddings=512,
-            type_vocab_size=2,
-            layer_norm_eps=1e-12,
-        ),
-    ),
+    "minilm": _bert_shape(384, 6, 12),
+    "bert-base": _bert_shape(768, 12, 12),
     "dinov2-s": (
         "dinov2",
         dict(
