@@ -30,6 +30,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "PointFolder": ("folder", "PointFolder"),
     "discover_shapes": ("folder", "discover_shapes"),
     "SyntheticShapes": ("synthetic", "SyntheticShapes"),
+    "SyntheticParts": ("synthetic", "SyntheticParts"),
     "generate_shapes": ("synthetic", "generate_shapes"),
     "SYNTHETIC_CLASSES": ("synthetic", "CLASSES"),
     "import_folder": ("importer", "import_folder"),

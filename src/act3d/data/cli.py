@@ -7,7 +7,7 @@ import argparse
 __all__ = ["register"]
 
 _SOURCE_HELP = (
-    "data SOURCE: synthetic | synthetic-scan | shapenet[:DIR] | modelnet40[:DIR] | "
+    "data SOURCE: synthetic | synthetic-scan | synthetic-parts | shapenet[:DIR] | modelnet40[:DIR] | "
     "scanobjectnn:OBJ_BG|OBJ_ONLY|PB_T50_RS[:DIR] | fewshot:WAY:SHOT:FOLD[:DIR] | "
     "shapenetpart[:DIR] | h5:PATH | folder:DIR"
 )

@@ -5,6 +5,7 @@ colons)::
 
     synthetic                      procedural shapes (splits pretrain / train / test)
     synthetic-scan                 the ScanObjectNN-like partial, cluttered variant
+    synthetic-parts                part-labelled procedural shapes (train / val / test)
     shapenet[:DIR]                 ShapeNet-55/34 .npy folder, unlabeled (train/test/pretrain)
     modelnet40[:DIR]               .dat pickles or modelnet40_normal_resampled text layout
     scanobjectnn:VARIANT[:DIR]     VARIANT in OBJ_BG, OBJ_ONLY, PB_T50_RS
@@ -33,12 +34,12 @@ from act3d.data.datasets import (
     H5PointClouds,
 )
 from act3d.data.folder import PointFolder
-from act3d.data.synthetic import SyntheticShapes
+from act3d.data.synthetic import SyntheticParts, SyntheticShapes
 
 __all__ = ["build_dataset", "parse_source", "SOURCE_KINDS", "DEFAULT_DIRS", "default_root"]
 
 SOURCE_KINDS: tuple[str, ...] = (
-    "synthetic", "synthetic-scan", "shapenet", "modelnet40", "scanobjectnn", "fewshot",
+    "synthetic", "synthetic-scan", "synthetic-parts", "shapenet", "modelnet40", "scanobjectnn", "fewshot",
     "shapenetpart", "h5", "folder",
 )  # fmt: skip
 
@@ -60,9 +61,12 @@ _LAYOUTS: dict[str, str] = {
     "shapenetpart": "<synset>/<id>.txt and train_test_split/shuffled_{train,val,test}_file_list.json",
 }
 
+_SYNTHETIC_KINDS = ("synthetic", "synthetic-scan", "synthetic-parts")
+
 _SPLITS: dict[str, tuple[str, ...]] = {
     "synthetic": ("pretrain", "train", "test"),
     "synthetic-scan": ("pretrain", "train", "test"),
+    "synthetic-parts": ("train", "val", "test"),
     "shapenet": ("pretrain", "train", "test"),
     "modelnet40": ("train", "test"),
     "scanobjectnn": ("train", "test"),
@@ -97,7 +101,7 @@ def parse_source(source: str) -> tuple[str, list[str]]:
         raise ValueError(
             f"unknown data source kind {kind!r} in {source!r}; valid kinds: {list(SOURCE_KINDS)}"
         )
-    if kind in ("synthetic", "synthetic-scan"):
+    if kind in _SYNTHETIC_KINDS:
         if rest:
             raise ValueError(f"{source!r}: '{kind}' takes no parameters")
         return kind, []
@@ -146,7 +150,7 @@ def build_dataset(
     Args:
         source: see the module docstring.
         split: ``"train"``, ``"test"`` (plus ``"pretrain"`` for synthetic/shapenet/folder and
-            ``"val"`` for shapenetpart).
+            ``"val"`` for shapenetpart and synthetic-parts).
         num_points: points per sample.
         root: folder of a named dataset when SOURCE gives none.
         train: training-mode sampling; default ``split in ("train", "pretrain")``.
@@ -155,7 +159,7 @@ def build_dataset(
         sampling: ``"fps"``, ``"random"`` or ``"first"``; default per dataset.
         cache_dir: on-disk FPS-pool cache folder.
         normalize: unit-sphere normalisation per sample; default per dataset.
-        num_samples: dataset length (synthetic only).
+        num_samples: dataset length (synthetic sources only).
         **kwargs: extra options of the dataset class (e.g. ``labels_from_folders``,
             ``mesh_points``, ``raw_points``, ``pool_size``, ``resample``, ``class_names``).
 
@@ -176,9 +180,11 @@ def build_dataset(
             opts[name] = value
     opts.setdefault("train", split in ("train", "pretrain"))
     opts["seed"] = seed
-    if num_samples is not None and kind not in ("synthetic", "synthetic-scan"):
+    if num_samples is not None and kind not in _SYNTHETIC_KINDS:
         raise ValueError(f"num_samples applies to synthetic sources only, not {kind!r}")
 
+    if kind == "synthetic-parts":
+        return SyntheticParts(split, num_points, num_samples=num_samples, **opts)
     if kind in ("synthetic", "synthetic-scan"):
         scan = kind == "synthetic-scan"
         return SyntheticShapes(split, num_points, num_samples=num_samples, scan=scan, **opts)

@@ -26,11 +26,19 @@ import numpy as np
 from act3d.data.datasets import PointCloudDataset
 
 __all__ = [
+    "CATEGORY_PARTS",
     "CLASSES",
     "DEFAULT_SIZES",
+    "NUM_PARTS",
+    "PART_LABELS",
+    "PART_NAMES",
+    "PART_SPLITS",
+    "SyntheticParts",
     "SyntheticShapes",
+    "generate_part_shape",
     "generate_shape",
     "generate_shapes",
+    "shape_part_triangles",
     "shape_triangles",
 ]
 
@@ -124,18 +132,30 @@ def _star_prism_tris(outline: np.ndarray, thickness: float) -> np.ndarray:
 
 
 class _Soup:
-    """A growing list of world-space triangles (a triangle soup)."""
+    """A growing list of world-space triangles (a triangle soup).
+
+    Every triangle is tagged with the semantic part it belongs to: the value of ``part``
+    when it was added (builders set ``soup.part = "legs"`` before adding legs), or a
+    per-triangle name given to :meth:`add` / per profile segment to :meth:`lathe`.  The
+    tags never change the triangles themselves.
+    """
 
     def __init__(self) -> None:
-        self.parts: list[np.ndarray] = []
+        self.chunks: list[np.ndarray] = []
+        self.chunk_parts: list[str | np.ndarray] = []
+        self.part = "body"
 
     def add(
-        self, tris: np.ndarray, scale=(1.0, 1.0, 1.0), rot: np.ndarray | None = None, at=(0.0, 0.0, 0.0)
+        self, tris: np.ndarray, scale=(1.0, 1.0, 1.0), rot: np.ndarray | None = None, at=(0.0, 0.0, 0.0),
+        parts: np.ndarray | None = None,
     ) -> None:
         t = tris * np.asarray(scale, dtype=np.float64)
         if rot is not None:
             t = t @ rot.T
-        self.parts.append(t + np.asarray(at, dtype=np.float64))
+        if parts is not None and len(parts) != len(t):
+            raise ValueError(f"got {len(parts)} part names for {len(t)} triangles")
+        self.chunks.append(t + np.asarray(at, dtype=np.float64))
+        self.chunk_parts.append(self.part if parts is None else np.asarray(parts))
 
     def box(self, center, size, rot: np.ndarray | None = None) -> None:
         self.add(_unit_cube(), scale=size, rot=rot, at=center)
@@ -144,9 +164,19 @@ class _Soup:
         self.box(((x0 + x1) / 2, (y0 + y1) / 2, (z0 + z1) / 2), (abs(x1 - x0), abs(y1 - y0), abs(z1 - z0)))
 
     def lathe(
-        self, profile, at=(0, 0, 0), rot=None, scale=(1, 1, 1), segs: int = 24, arc=(0.0, 2 * math.pi)
+        self, profile, at=(0, 0, 0), rot=None, scale=(1, 1, 1), segs: int = 24, arc=(0.0, 2 * math.pi),
+        segment_parts=None,
     ) -> None:
-        self.add(_lathe_tris(np.asarray(profile, dtype=np.float64), segs, arc), scale=scale, rot=rot, at=at)
+        """Revolve a (K, 2) profile; ``segment_parts`` names the part of each of its K - 1
+        segments (default: all ``self.part``)."""
+        profile = np.asarray(profile, dtype=np.float64)
+        parts = None
+        if segment_parts is not None:
+            if len(segment_parts) != len(profile) - 1:
+                raise ValueError(f"got {len(segment_parts)} segment parts for {len(profile) - 1} segments")
+            # _lathe_tris: two triangles per (segment, sector), each set segment-major
+            parts = np.tile(np.repeat(np.asarray(segment_parts), segs), 2)
+        self.add(_lathe_tris(profile, segs, arc), scale=scale, rot=rot, at=at, parts=parts)
 
     def cylinder(self, at, radius: float, height: float, rot=None, r_top: float | None = None,
                  caps: bool = True, scale=(1, 1, 1), segs: int = 24) -> None:
@@ -182,7 +212,14 @@ class _Soup:
         self.add(_star_prism_tris(np.asarray(outline, dtype=np.float64), thickness), rot=rot, at=at)
 
     def triangles(self) -> np.ndarray:
-        return np.concatenate(self.parts)
+        """(F, 3, 3) all triangles, in the order they were added."""
+        return np.concatenate(self.chunks)
+
+    def triangle_parts(self) -> np.ndarray:
+        """(F,) the part name of every triangle, aligned with :meth:`triangles`."""
+        return np.concatenate(
+            [np.full(len(t), p) if isinstance(p, str) else p for t, p in zip(self.chunks, self.chunk_parts)]
+        )
 
 
 def _star_outline(
@@ -217,7 +254,9 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
 def _chair(rng: np.random.Generator, s: _Soup) -> None:
     w, d = _u(rng, 0.42, 0.6), _u(rng, 0.4, 0.55)
     t, h = _u(rng, 0.04, 0.08), _u(rng, 0.4, 0.5)
+    s.part = "seat"
     s.box((0, h - t / 2, 0), (w, t, d))
+    s.part = "legs"
     base = rng.choice(3, p=[0.6, 0.25, 0.15])
     if base == 0:  # four legs, maybe splayed, maybe stretchers
         lt, inset, splay = _u(rng, 0.03, 0.055), _u(rng, 0.0, 0.04), _u(rng, 0.0, 0.05)
@@ -249,6 +288,7 @@ def _chair(rng: np.random.Generator, s: _Soup) -> None:
             pts = [(x, h - t, d / 2 - 0.03), (x, 0.0, d / 2), (x, 0.0, -d / 2), (x, h - t, -d / 2 + 0.03)]
             for p0, p1 in zip(pts[:-1], pts[1:]):
                 s.rod(p0, p1, r)
+    s.part = "back"
     bh, bt, tilt = _u(rng, 0.35, 0.6), _u(rng, 0.03, 0.06), _u(rng, 0.0, 0.28)
     rot = _rot_x(-tilt)
     at = np.array([0, h, -d / 2 + bt / 2])
@@ -264,6 +304,7 @@ def _chair(rng: np.random.Generator, s: _Soup) -> None:
         for j in range(k):
             x = (j + 1) / (k + 1) * (w - 0.05) - (w - 0.05) / 2
             s.box(at + rot @ np.array([x, (bh - rail) / 2, 0]), (0.03, bh - rail, bt * 0.6), rot=rot)
+    s.part = "arms"
     if rng.random() < 0.3:  # armrests
         ah = _u(rng, 0.18, 0.26)
         for sx in (-1, 1):
@@ -274,6 +315,7 @@ def _chair(rng: np.random.Generator, s: _Soup) -> None:
 
 def _table(rng: np.random.Generator, s: _Soup) -> None:
     h, t = _u(rng, 0.65, 0.8), _u(rng, 0.03, 0.07)
+    s.part = "top"
     round_top = rng.random() < 0.3
     if round_top:
         r = _u(rng, 0.45, 0.7)
@@ -282,6 +324,7 @@ def _table(rng: np.random.Generator, s: _Soup) -> None:
     else:
         w, d = _u(rng, 0.9, 1.6), _u(rng, 0.55, 1.0)
         s.box((0, h - t / 2, 0), (w, t, d))
+    s.part = "legs"
     style = rng.choice(3, p=[0.2, 0.7, 0.1] if round_top else [0.65, 0.15, 0.2])
     if style == 0 or (style == 2 and round_top):
         lt, inset = _u(rng, 0.04, 0.08), _u(rng, 0.02, 0.1)
@@ -294,6 +337,7 @@ def _table(rng: np.random.Generator, s: _Soup) -> None:
             spots = [(sx * ox, sz * oz) for sx in (-1, 1) for sz in (-1, 1)]
         for x, z in spots:
             s.rod((x, 0, z), (x, h - t, z), lt / 2, square=square)
+        s.part = "frame"
         if not round_top and rng.random() < 0.5:  # apron
             ah = _u(rng, 0.06, 0.12)
             for sz in (-1, 1):
@@ -316,24 +360,29 @@ def _table(rng: np.random.Generator, s: _Soup) -> None:
             x = sx * (w / 2 - _u(rng, 0.08, 0.15))
             s.box((x, (h - t) / 2, 0), (pt, h - t, d * 0.8))
             s.box((x, 0.02, 0), (pt * 1.5, 0.04, d * 0.9))
+        s.part = "frame"
         s.box((0, (h - t) * 0.4, 0), (w * 0.7, 0.06, 0.04))
 
 
 def _lamp(rng: np.random.Generator, s: _Soup) -> None:
     kind = rng.choice(3, p=[0.4, 0.35, 0.25])
     br = _u(rng, 0.12, 0.22)
+    s.part = "base"
     if rng.random() < 0.7:
         s.cylinder((0, 0, 0), br, _u(rng, 0.025, 0.05), r_top=br * _u(rng, 0.7, 1.0), segs=24)
     else:
         s.box((0, 0.02, 0), (2 * br, 0.04, 2 * br))
     if kind < 2:  # floor or desk lamp with a shade
         ph = _u(rng, 1.2, 1.7) if kind == 0 else _u(rng, 0.3, 0.55)
+        s.part = "pole"
         s.cylinder((0, 0.03, 0), _u(rng, 0.012, 0.022), ph, segs=10)
         sh = _u(rng, 0.18, 0.35) * (1.0 if kind == 0 else 0.9)
         rb = _u(rng, 0.18, 0.32) * (1.0 if kind == 0 else 0.85)
         rt = rb * _u(rng, 0.45, 0.85)
         y0 = ph + 0.03 - sh * _u(rng, 0.4, 0.75)
+        s.part = "shade"
         s.cylinder((0, y0, 0), rb, sh, r_top=rt, caps=False, segs=28)
+        s.part = "bulb"
         s.sphere((0, y0 + sh * 0.35, 0), (0.045, 0.06, 0.045), segs=10)
     else:  # articulated desk lamp
         a1, a2 = _u(rng, -0.5, 0.2), _u(rng, 0.6, 1.3)
@@ -341,12 +390,15 @@ def _lamp(rng: np.random.Generator, s: _Soup) -> None:
         p0 = np.array([0.0, 0.04, 0.0])
         p1 = p0 + l1 * np.array([math.sin(a1), math.cos(a1), 0.0])
         p2 = p1 + l2 * np.array([math.sin(a2), math.cos(a2), 0.0])
+        s.part = "pole"
         s.rod(p0, p1, 0.015)
         s.rod(p1, p2, 0.015)
         s.sphere(p1, (0.03, 0.03, 0.03), segs=8)
         cone_h, cone_r = _u(rng, 0.12, 0.2), _u(rng, 0.08, 0.14)
         rot = _align_y(np.array([math.sin(a2 + 1.9), math.cos(a2 + 1.9), 0.0]))
+        s.part = "shade"
         s.cylinder(p2, 0.03, cone_h, r_top=cone_r, caps=False, rot=rot, segs=20)
+        s.part = "bulb"
         s.sphere(p2, (0.035, 0.035, 0.035), segs=8)
 
 
@@ -354,7 +406,9 @@ def _mug(rng: np.random.Generator, s: _Soup) -> None:
     r, h = _u(rng, 0.3, 0.42), _u(rng, 0.7, 1.05)
     rb = r * _u(rng, 0.8, 1.0)
     wall = _u(rng, 0.02, 0.04)
+    s.part = "body"
     s.lathe([(0, 0), (rb, 0), (r, h), (r - wall, h), (rb - wall, wall), (0, wall)], segs=32)
+    s.part = "handle"
     hy, hr = h * _u(rng, 0.45, 0.55), h * _u(rng, 0.24, 0.34)
     minor = _u(rng, 0.035, 0.055)
     r_mid = rb + (r - rb) * hy / h
@@ -381,7 +435,10 @@ def _bottle(rng: np.random.Generator, s: _Soup) -> None:
         (rn, top), (rc, top), (rc, top + hc), (0, top + hc)]
     if rng.random() < 0.3:  # waisted body
         prof = prof[:3] + [(r * _u(rng, 0.8, 0.92), hb * 0.5)] + prof[3:]
-    s.lathe(prof, segs=28)
+    # parts by segment height: body up to the end of the shoulder, neck, cap from the rim
+    mid_y = [(p[1] + q[1]) / 2 for p, q in zip(prof[:-1], prof[1:])]
+    names = ["body" if y < hb + hs else "neck" if y < top else "cap" for y in mid_y]
+    s.lathe(prof, segs=28, segment_parts=names)
 
 
 def _vase(rng: np.random.Generator, s: _Soup) -> None:
@@ -392,7 +449,10 @@ def _vase(rng: np.random.Generator, s: _Soup) -> None:
     rad = r0 * (1 + bulge * np.sin(math.pi * (freq * t + phase)).clip(-0.6, 1))
     rad[-1] = rad[-2] * _u(rng, 0.9, 1.35)  # lip
     prof = [(0, 0)] + list(zip(rad, h * t)) + [(rad[-1] * 0.92, h), (rad[-2] * 0.9, h * 0.85)]
-    s.lathe(prof, segs=28)
+    # the last three segments (the flare to the rim and the inside of the rim) are the lip
+    names = ["body"] * (len(prof) - 4) + ["lip"] * 3
+    s.lathe(prof, segs=28, segment_parts=names)
+    s.part = "foot"
     if rng.random() < 0.35:  # foot ring
         s.cylinder((0, -0.04, 0), rad[0] * 0.8, 0.04, segs=24)
 
@@ -405,7 +465,9 @@ def _airplane(rng: np.random.Generator, s: _Soup) -> None:
     tail_prof = np.stack([rf * (1 - 0.8 * t), length / 2 - tail + tail * t], axis=1)
     prof = [(0, -length / 2)] + nose_prof.tolist() + tail_prof.tolist() + [(0, length / 2)]
     to_z = _rot_x(-math.pi / 2)  # lathe axis y -> -z ... nose at +z
+    s.part = "fuselage"
     s.lathe(prof, rot=to_z, scale=(1, 1, 1), segs=20)
+    s.part = "wings"
     span, cr = _u(rng, 0.7, 1.1), _u(rng, 0.3, 0.5)
     ct, sweep = cr * _u(rng, 0.25, 0.55), _u(rng, 0.0, 0.45)
     wz = _u(rng, -0.05, 0.25)
@@ -416,6 +478,7 @@ def _airplane(rng: np.random.Generator, s: _Soup) -> None:
         outline = [(0, lead), (sx * span, lead - sweep), (sx * span, lead - sweep - ct), (0, wz - cr / 2)]
         s.prism(outline, _u(rng, 0.02, 0.04), rot=_rot_z(sx * dihedral), at=(0, wy, 0))
     # horizontal stabiliser and vertical fin at the tail
+    s.part = "tail"
     hs, hc = span * _u(rng, 0.25, 0.4), cr * _u(rng, 0.4, 0.6)
     tz = -length / 2 + tail * 0.45
     for sx in (-1, 1):
@@ -424,6 +487,7 @@ def _airplane(rng: np.random.Generator, s: _Soup) -> None:
     fh = _u(rng, 0.2, 0.4)
     fin = [(0, tz + hc * 0.8), (fh, tz - hc * 0.1), (fh, tz - hc * 0.5), (0, tz - hc * 0.6)]
     s.prism(fin, 0.02, rot=_rot_z(math.pi / 2), at=(0, rf * 0.6, 0))
+    s.part = "engines"
     engines = int(rng.choice([0, 2, 4], p=[0.3, 0.5, 0.2]))
     for k in range(engines):
         sx = -1 if k % 2 == 0 else 1
@@ -450,6 +514,7 @@ def _car(rng: np.random.Generator, s: _Soup) -> None:
     y0, y1 = clear, clear + bh
     # lower body: chamfered side profile (z, y), extruded across x
     half = length / 2
+    s.part = "body"
     body = [(-half, y0 + cham), (-half + cham, y0), (half - cham, y0), (half, y0 + cham),
             (half, y1 - cham * 0.6), (half - cham * 1.5, y1), (-half + cham * 0.5, y1),
             (-half, y1 - cham * 0.4)]
@@ -465,13 +530,16 @@ def _car(rng: np.random.Generator, s: _Soup) -> None:
     rear = c0 + rake * (0.3 if kind == 1 else 0.7)
     cabin = [(c0, y1 - 0.01), (c1 + rake, y1 - 0.01), (c1, y1 + ch), (rear, y1 + ch)]
     cw = width * _u(rng, 0.82, 0.92)
+    s.part = "cabin"
     s.add(_star_prism_tris(np.array(cabin), cw), rot=_SIDE_VIEW)
+    s.part = "body"
     if kind == 2:  # bed walls
         bz0, bz1 = -length / 2 + 0.02, c0 - 0.02
         wall_h = ch * 0.45
         for sx in (-1, 1):
             s.box(((sx * (width / 2 - 0.02)), y1 + wall_h / 2, (bz0 + bz1) / 2), (0.04, wall_h, bz1 - bz0))
         s.box((0, y1 + wall_h / 2, bz0), (width, wall_h, 0.04))
+    s.part = "wheels"
     axle = length / 2 - wr * _u(rng, 1.4, 1.9)
     for sz in (-1, 1):
         for sx in (-1, 1):
@@ -484,18 +552,23 @@ def _bookshelf(rng: np.random.Generator, s: _Soup) -> None:
     w, h, d = _u(rng, 0.6, 1.3), _u(rng, 0.9, 2.0), _u(rng, 0.25, 0.4)
     t = _u(rng, 0.02, 0.04)
     plinth = _u(rng, 0.0, 0.08)
+    s.part = "frame"
     for sx in (-1, 1):
         s.box((sx * (w / 2 - t / 2), h / 2, 0), (t, h, d))
     s.box((0, h - t / 2, 0), (w, t, d))
+    s.part = "shelves"
     s.box((0, plinth + t / 2, 0), (w - 2 * t, t, d))
+    s.part = "frame"
     if plinth > 0.02:
         s.box((0, plinth / 2, d / 2 - t), (w - 2 * t, plinth, t))
     if rng.random() < 0.8:
         s.box((0, h / 2, -d / 2 + 0.005), (w, h, 0.01))
     k = int(rng.integers(2, 6))
     levels = plinth + t + (h - plinth - 2 * t) * np.arange(1, k + 1) / (k + 1)
+    s.part = "shelves"
     for y in levels:
         s.box((0, y, 0), (w - 2 * t, t, d - 0.01))
+    s.part = "books"
     if rng.random() < 0.4:  # books on the shelves
         gap = (h - plinth - 2 * t) / (k + 1)
         for y in np.concatenate([[plinth + t], levels]):
@@ -513,6 +586,7 @@ def _sofa(rng: np.random.Generator, s: _Soup) -> None:
     length, d = _u(rng, 1.5, 2.4), _u(rng, 0.75, 1.0)
     legs = _u(rng, 0.03, 0.12)
     base_h = _u(rng, 0.2, 0.3)
+    s.part = "base"
     s.box((0, legs + base_h / 2, 0), (length, base_h, d))
     for sx in (-1, 1):
         for sz in (-1, 1):
@@ -523,6 +597,7 @@ def _sofa(rng: np.random.Generator, s: _Soup) -> None:
     inner = length - 2 * arm_w
     bt = _u(rng, 0.15, 0.25)
     ch = _u(rng, 0.08, 0.15)
+    s.part = "cushions"
     for j in range(cushions):
         cw = inner / cushions
         s.box((-inner / 2 + cw * (j + 0.5), seat_y + ch / 2, bt / 2), (cw * 0.97, ch, d - bt))
@@ -530,13 +605,16 @@ def _sofa(rng: np.random.Generator, s: _Soup) -> None:
     tilt = _u(rng, 0.0, 0.2)
     rot = _rot_x(-tilt)
     back_at = np.array([0, seat_y, -d / 2 + bt / 2]) + rot @ np.array([0, back_h / 2, 0])
+    s.part = "back"
     s.box(back_at, (length, back_h, bt), rot=rot)
+    s.part = "arms"
     round_arms = rng.random() < 0.4
     for sx in (-1, 1):
         x = sx * (length / 2 - arm_w / 2)
         s.box((x, seat_y + arm_h / 2, 0), (arm_w, arm_h, d))
         if round_arms:
             s.cylinder((x, seat_y + arm_h, -d / 2), arm_w / 2, d, rot=_rot_x(math.pi / 2), segs=16)
+    s.part = "base"
     if rng.random() < 0.2:  # chaise extension
         sx = rng.choice([-1, 1])
         ext = _u(rng, 0.5, 0.8)
@@ -546,22 +624,28 @@ def _sofa(rng: np.random.Generator, s: _Soup) -> None:
 def _bed(rng: np.random.Generator, s: _Soup) -> None:
     length, w = _u(rng, 1.9, 2.2), _u(rng, 0.9, 1.8)
     legs, frame_h, mat_h = _u(rng, 0.03, 0.15), _u(rng, 0.12, 0.25), _u(rng, 0.15, 0.25)
+    s.part = "frame"
     s.box((0, legs + frame_h / 2, 0), (w, frame_h, length))
+    s.part = "mattress"
     s.box((0, legs + frame_h + mat_h / 2, 0.02), (w * 0.97, mat_h, length * 0.96))
+    s.part = "frame"
     for sx in (-1, 1):
         for sz in (-1, 1):
             s.box((sx * (w / 2 - 0.05), legs / 2, sz * (length / 2 - 0.05)), (0.06, legs, 0.06))
     hb = _u(rng, 0.45, 0.9)
     top = legs + frame_h + mat_h + hb
+    s.part = "boards"
     s.box((0, top / 2, -length / 2 - 0.03), (w + 0.06, top, _u(rng, 0.04, 0.1)))
     if rng.random() < 0.5:
         fb = top * _u(rng, 0.4, 0.75)
         s.box((0, fb / 2, length / 2 + 0.03), (w + 0.06, fb, 0.05))
+    s.part = "pillows"
     pillows = 1 if w < 1.2 else 2
     py = legs + frame_h + mat_h + 0.04
     for j in range(pillows):
         x = 0.0 if pillows == 1 else (j - 0.5) * w * 0.5
         s.sphere((x, py, -length / 2 + 0.25), (min(0.3, w / (2 * pillows) * 0.85), 0.06, 0.16), segs=14)
+    s.part = "mattress"
     if rng.random() < 0.4:  # blanket over the foot end
         s.box((0, legs + frame_h + mat_h + 0.01, length * 0.2), (w * 1.02, 0.03, length * 0.55))
 
@@ -573,7 +657,9 @@ def _guitar(rng: np.random.Generator, s: _Soup) -> None:
     ells = [(0.0, 0.0, lower, lower_h), (0.0, gap + 0.05, upper, upper_h)]
     outline = _star_outline(ells, (0.0, gap * 0.5))
     depth = _u(rng, 0.05, 0.12)
+    s.part = "body"
     s.prism(outline, depth, rot=_rot_x(-math.pi / 2))  # outline (x, y), thickness along z
+    s.part = "neck"
     top = gap + 0.05 + upper_h
     neck = _u(rng, 0.45, 0.6)
     nw = _u(rng, 0.045, 0.06)
@@ -582,7 +668,9 @@ def _guitar(rng: np.random.Generator, s: _Soup) -> None:
     back = _u(rng, 0.1, 0.3)
     rot = _rot_x(-back)
     head_at = np.array([0, top + neck - 0.03, depth * 0.2]) + rot @ np.array([0, hl / 2, 0])
+    s.part = "head"
     s.box(head_at, (nw * 1.5, hl, 0.025), rot=rot)
+    s.part = "body"
     s.box((0, -lower_h * 0.4, depth / 2 + 0.005), (lower * 0.7, 0.04, 0.012))  # bridge
 
 
@@ -593,9 +681,11 @@ def _monitor(rng: np.random.Generator, s: _Soup) -> None:
     lift = _u(rng, 0.05, 0.25)
     kind = rng.choice(3, p=[0.55, 0.25, 0.2])
     y = lift + h / 2 + 0.03
+    s.part = "screen"
     s.box((0, y, 0), (w, h, t))
     if rng.random() < 0.2:  # bulky back
         s.box((0, y, -t / 2 - 0.1), (w * 0.6, h * 0.6, 0.2))
+    s.part = "stand"
     if kind == 0:  # neck and base
         s.box((0, (y - 0.1) / 2 + 0.02, -t / 2 - 0.03), (0.06, y - 0.1, 0.03))
         if rng.random() < 0.5:
@@ -614,10 +704,12 @@ def _monitor(rng: np.random.Generator, s: _Soup) -> None:
 def _stool(rng: np.random.Generator, s: _Soup) -> None:
     h, r = _u(rng, 0.45, 0.8), _u(rng, 0.14, 0.22)
     t = _u(rng, 0.03, 0.06)
+    s.part = "seat"
     if rng.random() < 0.5:
         s.cylinder((0, h - t, 0), r, t, segs=28)
     else:
         s.box((0, h - t / 2, 0), (2 * r, t, 2 * r))
+    s.part = "legs"
     if rng.random() < 0.7:
         n = int(rng.choice([3, 4]))
         splay = _u(rng, 0.02, 0.12)
@@ -629,12 +721,14 @@ def _stool(rng: np.random.Generator, s: _Soup) -> None:
             bot = np.array([(0.75 * r + splay) * math.cos(a), 0.0, (0.75 * r + splay) * math.sin(a)])
             s.rod(top, bot, lr)
             feet.append(bot + 0.3 * (top - bot))
+        s.part = "ring"
         if rng.random() < 0.6:
             rr = 0.75 * r + splay * 0.7
             s.torus((0, 0.3 * (h - t), 0), rr, lr * 0.8, segs=24)
     else:
         s.cylinder((0, 0, 0), _u(rng, 0.02, 0.04), h - t, segs=12)
         s.cylinder((0, 0, 0), _u(rng, 0.16, 0.24), 0.03, r_top=0.05, segs=24)
+        s.part = "ring"
         if rng.random() < 0.5:
             s.torus((0, h * 0.35, 0), _u(rng, 0.13, 0.18), 0.012, segs=24)
 
@@ -666,21 +760,86 @@ DEFAULT_SIZES: dict[str, int] = {
 
 _SPLIT_CODES = {"pretrain": 11, "train": 23, "test": 37}
 
+# The semantic parts of each class, in the order of their ids (what each builder tags).
+PART_NAMES: dict[str, tuple[str, ...]] = {
+    "airplane": ("fuselage", "wings", "tail", "engines"),
+    "bed": ("frame", "mattress", "boards", "pillows"),
+    "bookshelf": ("frame", "shelves", "books"),
+    "bottle": ("body", "neck", "cap"),
+    "car": ("body", "cabin", "wheels"),
+    "chair": ("seat", "legs", "back", "arms"),
+    "guitar": ("body", "neck", "head"),
+    "lamp": ("base", "pole", "shade", "bulb"),
+    "monitor": ("screen", "stand"),
+    "mug": ("body", "handle"),
+    "sofa": ("base", "cushions", "back", "arms"),
+    "stool": ("seat", "legs", "ring"),
+    "table": ("top", "legs", "frame"),
+    "vase": ("body", "lip", "foot"),
+}
+"""Part names per class. Some parts are optional (chair arms, airplane engines, books,
+stool rings, vase feet, table frames: apron, lower shelf or stretcher), as in ShapeNetPart."""
+
+CATEGORY_PARTS: tuple[tuple[int, ...], ...] = tuple(
+    tuple(range(sum(len(PART_NAMES[c]) for c in CLASSES[:i]), sum(len(PART_NAMES[c]) for c in CLASSES[: i + 1])))
+    for i in range(len(CLASSES))
+)
+"""Global part ids of each class, in :data:`CLASSES` order (consecutive, like ShapeNetPart's)."""
+
+PART_LABELS: tuple[str, ...] = tuple(f"{c}/{p}" for c in CLASSES for p in PART_NAMES[c])
+"""``"<class>/<part>"`` name of every global part id."""
+
+NUM_PARTS: int = len(PART_LABELS)
+
+PART_SPLITS: tuple[str, ...] = ("train", "val", "test")
+_PART_SPLIT_CODES = {"train": _SPLIT_CODES["train"], "val": 41, "test": _SPLIT_CODES["test"]}
+_PART_DEFAULT_SIZES = {"train": 100 * len(CLASSES), "val": 15 * len(CLASSES), "test": 30 * len(CLASSES)}
+
 
 # ============================================================================ sampling
 
 
-def shape_triangles(label: int, rng: np.random.Generator) -> np.ndarray:
-    """Triangles of one random instance of class ``label`` -> (F, 3, 3), y-up, on y >= 0."""
+def _build(label: int, rng: np.random.Generator) -> _Soup:
     if not 0 <= label < len(CLASSES):
         raise ValueError(f"label must be in [0, {len(CLASSES)}), got {label}")
     soup = _Soup()
     _BUILDERS[CLASSES[label]](rng, soup)
-    return soup.triangles()
+    return soup
+
+
+def shape_triangles(label: int, rng: np.random.Generator) -> np.ndarray:
+    """Triangles of one random instance of class ``label`` -> (F, 3, 3), y-up, on y >= 0."""
+    return _build(label, rng).triangles()
+
+
+def shape_part_triangles(label: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Triangles of one random instance of class ``label`` and the part of each.
+
+    The triangles equal :func:`shape_triangles` for the same ``rng`` state.
+
+    Returns:
+        ``(tris (F, 3, 3), parts (F,) int64)``: global part ids (see :data:`CATEGORY_PARTS`).
+    """
+    soup = _build(label, rng)
+    name = CLASSES[label]
+    ids = {part: CATEGORY_PARTS[label][k] for k, part in enumerate(PART_NAMES[name])}
+    tags = soup.triangle_parts()
+    unknown = sorted(set(np.unique(tags).tolist()) - set(ids))
+    if unknown:
+        raise ValueError(f"the {name} builder tags parts {unknown} missing from PART_NAMES[{name!r}]")
+    parts = np.empty(len(tags), dtype=np.int64)
+    for part, pid in ids.items():
+        parts[tags == part] = pid
+    return soup.triangles(), parts
 
 
 def _sample_tris(tris: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """Area-uniform samples on a triangle soup (F, 3, 3) -> (n, 3)."""
+    return _sample_tris_picked(tris, n, rng)[0]
+
+
+def _sample_tris_picked(tris: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Area-uniform samples (n, 3) and the triangle (n,) each was drawn from."""
     e1, e2 = tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0]
     cross = np.cross(e1, e2)
     cum = np.cumsum(np.sqrt((cross * cross).sum(axis=1)))
@@ -688,7 +847,7 @@ def _sample_tris(tris: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarr
     uv = rng.random((n, 2))
     flip = uv.sum(axis=1) > 1
     uv[flip] = 1 - uv[flip]
-    return tris[pick, 0] + uv[:, :1] * e1[pick] + uv[:, 1:] * e2[pick]
+    return tris[pick, 0] + uv[:, :1] * e1[pick] + uv[:, 1:] * e2[pick], pick
 
 
 def _area(tris: np.ndarray) -> float:
@@ -827,6 +986,20 @@ def generate_shape(label: int, num_points: int, rng: np.random.Generator, scan: 
     return _unit_sphere(_sample_tris(tris, num_points, rng)).astype(np.float32)
 
 
+def generate_part_shape(label: int, num_points: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One random object of class ``label`` with the part of every point.
+
+    The points equal ``generate_shape(label, num_points, rng)`` for the same ``rng`` state.
+
+    Returns:
+        ``(points (num_points, 3) float32 on the unit sphere, parts (num_points,) int64)``
+        with global part ids (:data:`CATEGORY_PARTS`).
+    """
+    tris, tri_parts = shape_part_triangles(label, rng)
+    points, pick = _sample_tris_picked(tris, num_points, rng)
+    return _unit_sphere(points).astype(np.float32), tri_parts[pick]
+
+
 def _shape_rng(seed: int, split: str, scan: bool, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), _SPLIT_CODES[split], int(scan), int(index)])
 
@@ -917,3 +1090,72 @@ class SyntheticShapes(PointCloudDataset):
         rng = _shape_rng(self.seed, self.split, self.scan, index)
         label = _shape_label(self.split, index, rng)
         return generate_shape(label, self.raw_points, rng, scan=self.scan)
+
+
+class SyntheticParts(PointCloudDataset):
+    """Part-labelled procedural shapes, in the form of :class:`~act3d.data.datasets.ShapeNetPart`.
+
+    Items: ``{"points": (N, 3) float32 (normalised to the unit sphere), "label": () int64
+    class, "seg": (N,) int64 global part id}``; :data:`NUM_PARTS` parts over
+    ``len(CLASSES)`` classes (:data:`PART_NAMES`, :data:`CATEGORY_PARTS`).
+
+    Args:
+        split: ``"train"``, ``"val"`` or ``"test"``; each has its own seed stream (train and
+            test share :class:`SyntheticShapes`' streams, so their geometry is the same).
+            Balanced: item ``i`` is class ``i % len(CLASSES)``.
+        num_points: points per sample.
+        num_samples: dataset length (default 100 / 15 / 30 shapes per class).
+        seed: base seed; item ``i`` is a function of ``(seed, split, i)`` only.
+        raw_points: surface points generated per shape before sampling (default
+            ``max(2048, num_points)``).
+        **kwargs: :class:`PointCloudDataset` options; the default sampling is ``"random"``
+            (a random subset, deterministic per item outside training), as ShapeNetPart.
+    """
+
+    _seg = True
+    _cache_raw = True
+    num_parts = NUM_PARTS
+
+    def __init__(
+        self,
+        split: str,
+        num_points: int,
+        num_samples: int | None = None,
+        seed: int = 0,
+        raw_points: int | None = None,
+        **kwargs,
+    ) -> None:
+        if split not in _PART_SPLIT_CODES:
+            raise ValueError(f"split must be one of {list(PART_SPLITS)}, got {split!r}")
+        kwargs.setdefault("train", split == "train")
+        kwargs.setdefault("sampling", "random")
+        super().__init__(num_points, seed=seed, **kwargs)
+        if num_samples is not None and num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.split = split
+        self.num_samples = int(num_samples) if num_samples is not None else _PART_DEFAULT_SIZES[split]
+        self.raw_points = int(raw_points) if raw_points is not None else max(2048, self.num_points)
+        if self.raw_points < self.num_points:
+            raise ValueError(f"raw_points ({self.raw_points}) must be >= num_points ({self.num_points})")
+        self.categories = list(CLASSES)
+        self.class_names = list(CLASSES)
+        self.num_classes = len(CLASSES)
+        self.category_parts = {c: list(p) for c, p in zip(CLASSES, CATEGORY_PARTS)}
+        self.part_names = list(PART_LABELS)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def _label(self, index: int) -> int:
+        return index % len(CLASSES)
+
+    def _source(self, index: int) -> str:
+        return f"synthetic-parts[{self.split}][{index}]"
+
+    def _cache_key(self, index: int) -> str | None:
+        return f"synthetic-parts|v1|seed={self.seed}|{self.split}|{index}|raw={self.raw_points}"
+
+    def _load(self, index: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, _PART_SPLIT_CODES[self.split], 0, int(index)])
+        points, parts = generate_part_shape(self._label(index), self.raw_points, rng)
+        return np.concatenate([points, parts[:, None].astype(np.float32)], axis=1)

@@ -74,14 +74,13 @@ from act3d.config import (
     add_config_arguments,
     config_from_args,
     load_config,
-    save_config,
 )
 from act3d.data.transforms import RotateUp, ScaleTranslate, Transform
 from act3d.eval.classify import evaluate_classifier, metrics_from_sums
 from act3d.models.classifier import CLASSIFIER_MODES, PointClassifier
 from act3d.models.student import ENCODER_PRESETS, EncoderConfig
-from act3d.train.common import DataConfig
-from act3d.train.engine import FitResult, Task, fit, new_run_dir, resolve_device
+from act3d.train.common import DataConfig, init_backbone, parse_seeds, run_seed_group
+from act3d.train.engine import FitResult, Task, fit, resolve_device
 
 __all__ = [
     "AUGMENTATIONS",
@@ -593,11 +592,9 @@ class FinetuneTask(Task):
     def encoder_config(self) -> tuple[EncoderConfig, dict[str, Tensor] | None, str]:
         """``(encoder config, initial backbone state or None, where it came from)``."""
         m = self.cfg.model
-        overrides = {"num_groups": m.num_groups, "group_size": m.group_size, "drop_path": m.drop_path}
-        if m.init == "scratch":
-            return EncoderConfig.preset(m.encoder, **overrides), None, "scratch"
-        config, state, path = load_init_backbone(m.init)
-        return dataclasses.replace(config, **overrides), state, str(path)
+        return init_backbone(
+            m.init, m.encoder, num_groups=m.num_groups, group_size=m.group_size, drop_path=m.drop_path
+        )
 
     def build_model(self) -> PointClassifier:
         m = self.cfg.model
@@ -881,37 +878,14 @@ def finetune_seeds(
     """
     from act3d.data import parse_source
 
-    seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be a non-empty list of distinct ints, got {seeds}")
-    parse_source(cfg.data.source)
+    parse_source(cfg.data.source)  # fail on a bad source or init before making folders
     if cfg.model.init != "scratch":
         _resolve_init_path(cfg.model.init)
-    if resume is not None and group_dir is not None:
-        raise ValueError("give group_dir or resume, not both")
-    if resume is not None:
-        group = Path(resume)
-        if not (group / "config.yaml").is_file():
-            raise FileNotFoundError(f"cannot resume: no config.yaml in {group}")
-    else:
-        group = Path(group_dir) if group_dir is not None else new_run_dir(cfg.run.out_dir, STAGE, cfg.run.name)
-        group.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, group / "config.yaml")
-    with atomic_path(group / "seeds.json") as tmp:
-        tmp.write_text(json.dumps(seeds) + "\n", encoding="utf-8")
-    records: list[RunRecord] = []
-    for seed in seeds:
-        run_cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, seed=seed))
-        seed_dir = group / f"seed-{seed}"
-        result_file = seed_dir / "result.json"
-        if result_file.is_file():
-            records.append(RunRecord(**json.loads(result_file.read_text(encoding="utf-8"))))
-            continue
-        if (seed_dir / "checkpoints" / "last.pt").is_file():
-            records.append(finetune(run_cfg, resume=seed_dir))
-        else:
-            records.append(finetune(run_cfg, run_dir=seed_dir))
-        _write_summary(_summarise(group, records), title)
+    group, records = run_seed_group(
+        cfg, seeds, stage=STAGE, train=finetune, load_record=lambda saved: RunRecord(**saved),
+        on_record=lambda g, recs: _write_summary(_summarise(g, recs), title),
+        group_dir=group_dir, resume=resume,
+    )  # fmt: skip
     summary = _summarise(group, records)
     _write_summary(summary, title)
     return summary
@@ -930,16 +904,6 @@ _PRESET_BY_KIND = {
 def default_preset(source: str) -> str:
     """The packaged preset for a data source when ``--config`` is not given."""
     return _PRESET_BY_KIND.get(source.split(":", 1)[0].lower(), "paper")
-
-
-def _parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as err:
-        raise ValueError(f"--seeds must be comma-separated integers, e.g. 0,1,2; got {text!r}") from err
-    if not seeds:
-        raise ValueError(f"--seeds must name at least one seed, got {text!r}")
-    return seeds
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -1001,7 +965,7 @@ def _cli_config(args: argparse.Namespace) -> FinetuneConfig:
 def _run_cli(args: argparse.Namespace) -> int:
     cfg = _cli_config(args)
     resume = None
-    seeds = _parse_seeds(args.seeds) if args.seeds is not None else None
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     if args.resume is not None:
         resume = Path(args.resume)
         if (resume / "seeds.json").is_file():

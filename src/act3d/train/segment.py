@@ -88,6 +88,7 @@ from act3d.data.s3dis import (
 from act3d.eval.segmentation import SegScores, confusion_matrix, segmentation_scores
 from act3d.models.partseg import PartSegmentationModel
 from act3d.models.student import ENCODER_PRESETS, EncoderConfig
+from act3d.train.common import init_backbone
 from act3d.train.engine import Task, fit, resolve_device
 
 __all__ = [
@@ -333,17 +334,6 @@ def build_segmenter(
         head_dims=tuple(model_cfg.head_dims),
         dropout=model_cfg.dropout,
     )
-
-
-def _encoder_config(model_cfg: SceneModelConfig) -> tuple[EncoderConfig, dict[str, Tensor] | None, str]:
-    m = model_cfg
-    overrides = {"num_groups": m.num_groups, "group_size": m.group_size, "drop_path": m.drop_path}
-    if model_cfg.init == "scratch":
-        return EncoderConfig.preset(model_cfg.encoder, **overrides), None, "scratch"
-    from act3d.train.finetune import load_init_backbone
-
-    config, state, path = load_init_backbone(model_cfg.init)
-    return dataclasses.replace(config, **overrides), state, str(path)
 
 
 @dataclass
@@ -821,7 +811,10 @@ class SegmentTask(Task):
         return self._val_set
 
     def build_model(self) -> PartSegmentationModel:
-        config, state, origin = _encoder_config(self.cfg.model)
+        m = self.cfg.model
+        config, state, origin = init_backbone(
+            m.init, m.encoder, num_groups=m.num_groups, group_size=m.group_size, drop_path=m.drop_path
+        )
         model = build_segmenter(self.cfg.model, config)
         if state is not None:
             report = model.load_backbone(state, strict=True)
