@@ -109,10 +109,11 @@ class Impl:
     fused_attention: bool
     naive_dgcnn: bool
     bf16: bool = False
+    device_type: str = "cpu"
 
     def autocast(self) -> Any:
-        """The forward's autocast context (bf16 on CPU, as ``runtime.precision=bf16``)."""
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+        """The forward's autocast context (bf16, as ``runtime.precision=bf16``)."""
+        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16)
 
 
 ACT3D = Impl("act3d", ops.group, ops.farthest_point_sample, ops.knn, ops.chamfer_distance, True, False)
