@@ -95,8 +95,6 @@ def init_backbone(
     Returns:
         ``(EncoderConfig, backbone state dict or None for scratch, where it came from)``.
     """
-    import dataclasses
-
     from act3d.models.student import EncoderConfig
     from act3d.train.finetune import load_init_backbone
 
