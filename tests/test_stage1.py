@@ -122,6 +122,21 @@ def test_short_run_learns_freezes_backbone_and_exports(tmp_path) -> None:
     assert (run / "plots" / "reconstruction.png").stat().st_size > 10_000
 
 
+def test_trains_and_validates_under_bf16_autocast(tmp_path) -> None:
+    # runtime.precision=bf16 (what "auto" means on a GPU): the decoder's output is bf16,
+    # the Chamfer distances must still be taken against the fp32 patches.
+    cfg = _config(
+        "runtime.precision=bf16", "data.num_samples=16", "data.val_samples=8", "optim.batch_size=8",
+        "optim.warmup_epochs=0", "optim.epochs=1", "plot_samples=2", f"run.out_dir={tmp_path}",
+    )  # fmt: skip
+    result = pretrain_teacher(cfg, _teacher)
+    assert result.steps == 2 and torch.isfinite(torch.tensor(result.last["val/cd_l1"]))
+    model = load_autoencoder(result.run_dir)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        rec = reconstruct(model, _clouds())
+    assert rec.fine.dtype == rec.coarse.dtype == torch.float32
+
+
 def test_frozen_backbone_gets_no_gradient() -> None:
     task = Stage1Task(_config(), _teacher)
     torch.manual_seed(0)

@@ -442,8 +442,10 @@ def autoencoder_loss(
         )
     B, G, k, _ = patches.shape
     target = patches.reshape(B * G, k, 3)
-    cd_coarse = chamfer_distance(out.coarse.reshape(B * G, -1, 3), target, norm=1)
-    cd_fine = chamfer_distance(out.fine.reshape(B * G, -1, 3), target, norm=1)
+    # Chamfer in the patches' dtype: under bf16/fp16 autocast the decoder's output is
+    # low-precision, and point distances are better taken in fp32 anyway.
+    cd_coarse = chamfer_distance(out.coarse.to(target.dtype).reshape(B * G, -1, 3), target, norm=1)
+    cd_fine = chamfer_distance(out.fine.to(target.dtype).reshape(B * G, -1, 3), target, norm=1)
     kl = kl_to_uniform(out.logits)
     loss = cd_coarse + cd_fine + kl_weight * kl
     return {"loss": loss, "cd_coarse": cd_coarse, "cd_fine": cd_fine, "kl": kl}

@@ -249,9 +249,8 @@ class MaskedPointModel(nn.Module):
                 f"target must have shape (B, M, k, 3) = {(*pred.shape[:2], k, 3)}, "
                 f"got {tuple(target.shape)}"
             )
-        return chamfer_distance(
-            pred.reshape(-1, k, 3), target.reshape(-1, k, 3).to(pred.dtype), norm=2
-        )
+        # point distances in fp32, also when autocast made the prediction bf16/fp16
+        return chamfer_distance(pred.float().reshape(-1, k, 3), target.float().reshape(-1, k, 3), norm=2)
 
     def forward(
         self,

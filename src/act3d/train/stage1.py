@@ -243,7 +243,8 @@ def reconstruct(
     logits = model.tokenize(patches, centers)  # (B, G, K)
     tokens = model.codebook.embed(model.codebook.sample_codes(logits, codes, tau))  # (B, G, C)
     coarse, fine = model.decode(model.encode(tokens, centers))
-    return Reconstruction(patches, centers, coarse, fine)
+    # point coordinates in the clouds' dtype (fp32) also under bf16/fp16 autocast
+    return Reconstruction(patches, centers, coarse.to(points.dtype), fine.to(points.dtype))
 
 
 # ----------------------------------------------------------------------------- task
