@@ -40,7 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "frozen encoder features of cloud/mesh files (or a data split), optional t-SNE plot"),
     "convert": ("act3d.convert", "import a reference ACT / Point-MAE .pth, or export act3d weights to one"),
     "demo": ("act3d.demo",
-             "the whole pipeline on synthetic shapes (~10 min on 2 CPU cores), ending with a report"),
+             "the whole pipeline on synthetic shapes (minutes on 2 CPU cores), ending with a report"),
 }  # fmt: skip
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(module for module, _ in COMMANDS.values()))
 

@@ -299,7 +299,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``act3d demo`` to the ``act3d`` parser."""
     parser = subparsers.add_parser(
         "demo",
-        help="the whole pipeline on synthetic shapes (~10 min on 2 CPU cores), ending with a report",
+        help="the whole pipeline on synthetic shapes (minutes on 2 CPU cores), ending with a report",
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("--out", default="runs", help="parent folder of the demo folder (default: runs)")
