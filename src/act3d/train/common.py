@@ -15,7 +15,10 @@ if TYPE_CHECKING:
 
     from act3d.models.student import EncoderConfig
 
-__all__ = ["DataConfig", "build_pretraining_split", "init_backbone", "parse_seeds", "run_seed_group"]
+__all__ = [
+    "DataConfig", "build_pretraining_split", "init_backbone", "parse_seeds", "run_seed_group",
+    "write_group_summary",
+]  # fmt: skip
 
 R = TypeVar("R")
 
@@ -182,3 +185,13 @@ def run_seed_group(
         records.append(record)
         on_record(group, records)
     return group, records
+
+
+def write_group_summary(group_dir: Path, summary: dict[str, Any], markdown: str) -> None:
+    """Write a seeds group's ``summary.json`` and ``summary.md``, each atomically."""
+    from act3d.checkpoint import atomic_path
+
+    with atomic_path(group_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    with atomic_path(group_dir / "summary.md") as tmp:
+        tmp.write_text(markdown, encoding="utf-8")

@@ -79,7 +79,7 @@ from act3d.data.transforms import RotateUp, ScaleTranslate, Transform
 from act3d.eval.classify import evaluate_classifier, metrics_from_sums
 from act3d.models.classifier import CLASSIFIER_MODES, PointClassifier
 from act3d.models.student import ENCODER_PRESETS, EncoderConfig
-from act3d.train.common import DataConfig, init_backbone, parse_seeds, run_seed_group
+from act3d.train.common import DataConfig, init_backbone, parse_seeds, run_seed_group, write_group_summary
 from act3d.train.engine import FitResult, Task, fit, resolve_device
 
 __all__ = [
@@ -848,10 +848,7 @@ def format_summary(summary: SeedSummary, title: str = "Fine-tuning") -> str:
 
 
 def _write_summary(summary: SeedSummary, title: str) -> None:
-    with atomic_path(summary.group_dir / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
-    with atomic_path(summary.group_dir / "summary.md") as tmp:
-        tmp.write_text(format_summary(summary, title), encoding="utf-8")
+    write_group_summary(summary.group_dir, summary.to_dict(), format_summary(summary, title))
 
 
 def finetune_seeds(

@@ -80,7 +80,7 @@ from act3d.config import (
 from act3d.eval.segmentation import PartSegScores, part_predictions, part_segmentation_scores
 from act3d.models.partseg import PartSegmentationModel
 from act3d.models.student import EncoderConfig
-from act3d.train.common import init_backbone, parse_seeds, run_seed_group
+from act3d.train.common import init_backbone, parse_seeds, run_seed_group, write_group_summary
 from act3d.train.engine import FitResult, Task, fit, resolve_device
 from act3d.train.finetune import LabelledSubset, mean_std
 from act3d.train.segment import SceneModelConfig
@@ -1018,10 +1018,7 @@ def format_part_summary(summary: PartSegSummary, title: str = "Part segmentation
 
 
 def _write_summary(summary: PartSegSummary, title: str) -> None:
-    with atomic_path(summary.group_dir / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
-    with atomic_path(summary.group_dir / "summary.md") as tmp:
-        tmp.write_text(format_part_summary(summary, title), encoding="utf-8")
+    write_group_summary(summary.group_dir, summary.to_dict(), format_part_summary(summary, title))
 
 
 def partseg_seeds(
