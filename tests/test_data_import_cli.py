@@ -170,3 +170,33 @@ def test_show_writes_a_png_with_the_shapes(mixed, tmp_path, capsys):
     assert syn.stat().st_size > 5000
     assert main(["data", "show", "nope:1", "--out", str(syn)]) == 2
     assert "unknown data source kind" in capsys.readouterr().err
+
+
+def test_render_clouds_colours_points_by_label(tmp_path):
+    import matplotlib.image as mpimg
+    import numpy as np
+    import pytest
+
+    from act3d.viz import CATEGORY_COLOURS, render_clouds
+
+    rng = np.random.default_rng(0)
+    cloud = rng.normal(size=(400, 3))
+
+    def share_near(png, colour):
+        img = mpimg.imread(png)[..., :3]
+        return (np.abs(img - np.asarray(colour)).max(axis=-1) < 0.12).mean()
+
+    for label in (0, 1):
+        png = render_clouds([cloud], ["x"], tmp_path / f"l{label}.png", labels=[np.full(400, label)], point_size=8)
+        own, other = share_near(png, CATEGORY_COLOURS[label]), share_near(png, CATEGORY_COLOURS[1 - label])
+        assert own > 0.002 and other < own / 20, (label, own, other)
+    with pytest.raises(ValueError, match="label arrays for 1 clouds"):
+        render_clouds([cloud], None, tmp_path / "bad.png", labels=[])
+    with pytest.raises(ValueError, match=r"labels\[0\] must be 400"):
+        render_clouds([cloud], None, tmp_path / "bad.png", labels=[np.zeros(3)])
+
+
+def test_show_colours_part_labelled_sources_by_part(tmp_path, capsys):
+    png = tmp_path / "parts.png"
+    assert main(["data", "show", "synthetic-parts", "--out", str(png), "--n", "2", "--points", "128"]) == 0
+    assert "wrote 2 samples of synthetic-parts" in capsys.readouterr().out and png.stat().st_size > 5000

@@ -99,13 +99,16 @@ def _cmd_show(args: argparse.Namespace) -> int:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     ds = build_dataset(args.source, args.split, args.points, root=args.root, train=False, seed=args.seed)
     idx = _pick_indices(ds.labels, args.n)
-    clouds, titles = [], []
+    clouds, titles, parts = [], [], []
     for i in idx:
         sample = ds[i]
         clouds.append(sample["points"])
         lab = int(sample["label"])
         titles.append(ds.class_names[lab] if 0 <= lab < len(ds.class_names) else f"#{i}")
-    path = render_clouds(clouds, titles, args.out, suptitle=f"{args.source} ({args.split})")
+        if "seg" in sample:  # part-labelled sets: colour points by part, not by height
+            parts.append(sample["seg"])
+    labels = parts if len(parts) == len(clouds) else None
+    path = render_clouds(clouds, titles, args.out, suptitle=f"{args.source} ({args.split})", labels=labels)
     print(f"wrote {len(clouds)} samples of {args.source} to {path}")
     return 0
 

@@ -578,12 +578,6 @@ def format_part_eval(
 
 # ----------------------------------------------------------------------------- picture
 
-_PART_COLOURS = np.array([
-    (0.12, 0.47, 0.71), (1.00, 0.50, 0.05), (0.17, 0.63, 0.17), (0.84, 0.15, 0.16), (0.58, 0.40, 0.74),
-    (0.55, 0.34, 0.29), (0.89, 0.47, 0.76), (0.50, 0.50, 0.50), (0.74, 0.74, 0.13), (0.09, 0.75, 0.81),
-])  # fmt: skip
-
-
 def render_part_segmentation(
     clouds: Sequence[np.ndarray],
     truths: Sequence[np.ndarray],
@@ -601,42 +595,32 @@ def render_part_segmentation(
     Args:
         clouds: per shape, (N, 3) y-up points.
         truths, preds: per shape, (N,) global part ids.
-        parts: per shape, its category's part ids (colours follow their order).
+        parts: per shape, its category's part ids (colours follow their order; a predicted
+            part outside the category gets the last colour).
         path: the PNG to write.
         titles: a title per shape.
         point_size, panel_size, dpi: drawing sizes.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from act3d.viz import CATEGORY_COLOURS, render_clouds
 
     n = len(clouds)
     if n == 0 or not (len(truths) == len(preds) == len(parts) == n):
         raise ValueError(
             f"need one truth, prediction and part list per cloud, got {n}, {len(truths)}, {len(preds)}, {len(parts)}"
         )
-    fig = Figure(figsize=(panel_size * n, 2 * panel_size + 0.3))
-    FigureCanvasAgg(fig)
-    for k in range(n):
-        pts = np.asarray(clouds[k], dtype=np.float64)
-        lookup = {int(p): i for i, p in enumerate(parts[k])}
-        for row, labels in enumerate((truths[k], preds[k])):
-            idx = np.array([lookup.get(int(v), len(_PART_COLOURS) - 3) for v in np.asarray(labels)])
-            ax = fig.add_subplot(2, n, row * n + k + 1, projection="3d")
-            # matplotlib's 3D axes are z-up; the clouds are y-up: plot (z, x, y)
-            ax.scatter(pts[:, 2], pts[:, 0], pts[:, 1], c=_PART_COLOURS[idx % len(_PART_COLOURS)], s=point_size,
-                       linewidths=0)
-            for setter in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
-                setter(-1, 1)
-            ax.set_box_aspect((1, 1, 1))
-            ax.view_init(elev=20, azim=-60)
-            ax.set_axis_off()
-            label = "truth" if row == 0 else "prediction"
-            ax.set_title(f"{titles[k]}\n{label}" if titles is not None and row == 0 else label, fontsize=8, pad=0)
-    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.9, wspace=0.0, hspace=0.1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+    colour_of = [{int(p): i for i, p in enumerate(category)} for category in parts]
+    other = len(CATEGORY_COLOURS) - 1
+
+    def local(k: int, labels: np.ndarray) -> np.ndarray:
+        return np.array([colour_of[k].get(int(v), other) for v in np.asarray(labels)], dtype=np.int64)
+
+    names = [f"{titles[k]}\ntruth" if titles is not None else "truth" for k in range(n)]
+    path = render_clouds(
+        [*clouds, *clouds], names + ["prediction"] * n, path, ncols=n, point_size=point_size,
+        panel_size=panel_size, dpi=dpi,
+        labels=[local(k, truths[k]) for k in range(n)] + [local(k, preds[k]) for k in range(n)],
+    )  # fmt: skip
+    return Path(path)
 
 
 def _draw_examples(ev: PartSegEval, dataset: Dataset, taxonomy: PartTaxonomy, path: Path, max_shapes: int = 6) -> Path:
