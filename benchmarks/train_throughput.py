@@ -16,11 +16,14 @@ Two builds of each step, in the same process, on the same weights and inputs:
 
 - **act3d**: ``act3d.ops`` fast paths (numba FPS/kNN on CPU, nearest-neighbour Chamfer),
   fused attention (``scaled_dot_product_attention``; the Hugging Face teacher's ``sdpa``),
-  DGCNN by per-node projections.
+  DGCNN by per-node projections, mini-PointNet and folding decoder as channels-last
+  matrix products (the decoder's token term once per patch).
 - **baseline**: ``farthest_point_sample_naive`` (Python loop), ``knn_naive`` (full distance
   matrix by matmul), ``chamfer_distance_naive`` (``torch.cdist``), attention written out
   (``fused=False``; the teacher's ``eager`` attention), DGCNN by convolving explicit edge
-  features (``DGCNN.forward_naive``).
+  features (``DGCNN.forward_naive``), mini-PointNet and folding decoder as the reference's
+  channels-first ``Conv1d`` stacks (``PatchEmbed.forward_naive``,
+  ``FoldingDecoder.forward_naive``).
 
 Before timing, the two builds are checked to give the same loss on the same seed, and the
 act3d step to give the library's own loss (``autoencoder_loss``, ``Stage2Task``,
@@ -76,6 +79,8 @@ from act3d.models.autoencoder import ACTAutoencoder, AutoencoderConfig, autoenco
 from act3d.models.blocks import Attention  # noqa: E402
 from act3d.models.classifier import PointClassifier  # noqa: E402
 from act3d.models.dgcnn import DGCNN  # noqa: E402
+from act3d.models.foldingnet import FoldingDecoder  # noqa: E402
+from act3d.models.patch_embed import PatchEmbed  # noqa: E402
 from act3d.models.dvae import kl_to_uniform  # noqa: E402
 from act3d.models.student import EncoderConfig  # noqa: E402
 from act3d.models.teachers import build_teacher  # noqa: E402
@@ -107,7 +112,7 @@ class Impl:
     knn: Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]
     chamfer: Callable[..., Tensor]
     fused_attention: bool
-    naive_dgcnn: bool
+    naive_layers: bool
     bf16: bool = False
     device_type: str = "cpu"
 
@@ -126,14 +131,15 @@ COUNTING = dataclasses.replace(ACT3D, name="counting", fused_attention=False)
 
 
 def configure(model: nn.Module, impl: Impl) -> None:
-    """Switch every attention and DGCNN inside ``model`` to ``impl``'s code path."""
+    """Switch every attention, DGCNN, mini-PointNet and folding decoder inside ``model`` to
+    ``impl``'s code path."""
     for module in model.modules():
         if isinstance(module, Attention):
             module.fused = impl.fused_attention
         elif isinstance(module, HFTeacher):
             module.config._attn_implementation = "sdpa" if impl.fused_attention else "eager"
-        elif isinstance(module, DGCNN):
-            if impl.naive_dgcnn:
+        elif isinstance(module, (DGCNN, PatchEmbed, FoldingDecoder)):
+            if impl.naive_layers:
                 module.forward = module.forward_naive  # instance attribute wins over the class
             else:
                 module.__dict__.pop("forward", None)

@@ -126,6 +126,40 @@ def test_patch_embed_matches_plain_per_patch_computation():
     torch.testing.assert_close(pe(patches[:, :, perm]), out, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["patch_embed", "folding_decoder"])
+def test_fast_forward_matches_conv1d_reference(kind: str):
+    # channels-last matmuls (and the decoder's once-per-patch token term) vs the reference's
+    # Conv1d layout, same parameters: outputs, input and parameter gradients and the
+    # BatchNorm running statistics agree, in training and in eval mode
+    torch.manual_seed(0)
+    if kind == "patch_embed":
+        fast, ref = PatchEmbed(24), PatchEmbed(24)
+        x = torch.randn(3, 5, 7, 3)
+    else:
+        fast, ref = (FoldingDecoder(16, num_coarse=4, grid_size=2, hidden=32, fold_hidden=24) for _ in range(2))
+        x = torch.randn(3, 5, 16)
+    ref.load_state_dict(fast.state_dict())
+    fast.train(), ref.train()
+    x_fast, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, out_ref = fast(x_fast), ref.forward_naive(x_ref)
+    out, out_ref = (out,) if torch.is_tensor(out) else out, (out_ref,) if torch.is_tensor(out_ref) else out_ref
+    weights = [torch.randn_like(o) for o in out]
+    for a, b in zip(out, out_ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    sum((o * w).sum() for o, w in zip(out, weights)).backward()
+    sum((o * w).sum() for o, w in zip(out_ref, weights)).backward()
+    torch.testing.assert_close(x_fast.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    for (name, p), p_ref in zip(fast.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-4, atol=1e-5, msg=name)
+    for (name, b), b_ref in zip(fast.named_buffers(), ref.buffers()):
+        torch.testing.assert_close(b, b_ref, rtol=1e-5, atol=1e-6, msg=name)
+    fast.eval(), ref.eval()
+    with torch.no_grad():
+        a, b = fast(x), ref.forward_naive(x)
+    for u, v in zip((a,) if torch.is_tensor(a) else a, (b,) if torch.is_tensor(b) else b):
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-5)
+
+
 def test_embedding_bad_input():
     with pytest.raises(ValueError, match="patches"):
         PatchEmbed(8)(torch.zeros(2, 4, 3))

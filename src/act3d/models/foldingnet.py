@@ -14,6 +14,7 @@ So ``num_fine = num_coarse · grid_size²`` (8 · 4 = 32 in ACT, the patch size)
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["FoldingDecoder"]
@@ -78,6 +79,11 @@ class FoldingDecoder(nn.Module):
     def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """Decode tokens into patch-local points.
 
+        The folding convolutions run as matrix products on channels-last rows with the same
+        parameters, and the first one's token term is computed once per patch (it is the
+        same for all of the patch's points); :meth:`forward_naive` is the reference layout
+        it matches to float rounding.
+
         Args:
             tokens: (B, G, dim).
 
@@ -86,9 +92,34 @@ class FoldingDecoder(nn.Module):
             fine: (B, G, num_coarse · grid_size², 3); fine points ``s·S .. s·S+S-1`` come
                 from coarse point ``s`` (S = grid_size²).
         """
+        B, G = self._check(tokens)
+        M, S, N = self.num_coarse, self.grid_size**2, self.num_fine
+        feat = tokens.reshape(B * G, self.dim)
+        coarse = self.mlp(feat).reshape(B * G, M, 3)
+        anchor = coarse.unsqueeze(2).expand(-1, -1, S, -1).reshape(B * G, N, 3)  # (BG, N, 3)
+        conv1, bn1, _, conv2, bn2, _, conv3 = self.final_conv
+        w = conv1.weight[:, :, 0]  # (H, dim + 5): token, grid, anchor columns
+        w_token, w_grid, w_anchor = w[:, : self.dim], w[:, self.dim : self.dim + 2], w[:, self.dim + 2 :]
+        grid = self.folding_seed.to(feat.dtype).repeat(1, M).T  # (N, 2)
+        # first layer split by input: the token's term once per patch, not once per point
+        h = F.linear(feat, w_token, conv1.bias).unsqueeze(1) + F.linear(grid, w_grid) + F.linear(anchor, w_anchor)
+        h = F.relu(bn1(h.reshape(B * G * N, -1)))  # (BGN, H)
+        h = F.relu(bn2(F.linear(h, conv2.weight[:, :, 0], conv2.bias)))
+        fine = F.linear(h, conv3.weight[:, :, 0], conv3.bias).reshape(B * G, N, 3) + anchor
+        return coarse.reshape(B, G, M, 3), fine.reshape(B, G, N, 3)
+
+    def _check(self, tokens: Tensor) -> tuple[int, int]:
         if tokens.ndim != 3 or tokens.shape[-1] != self.dim:
             raise ValueError(f"tokens must be (B, G, {self.dim}), got {tuple(tokens.shape)}")
-        B, G, _ = tokens.shape
+        return tokens.shape[0], tokens.shape[1]
+
+    def forward_naive(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Plain reference: the folding convolutions applied channels-first on the
+        concatenated ``[token ‖ grid ‖ coarse point]`` features, as the reference code does.
+
+        tokens: (B, G, dim) -> (coarse, fine), the same as :meth:`forward`.
+        """
+        B, G = self._check(tokens)
         M, S, N = self.num_coarse, self.grid_size**2, self.num_fine
         feat = tokens.reshape(B * G, self.dim)
         coarse = self.mlp(feat).reshape(B * G, M, 3)

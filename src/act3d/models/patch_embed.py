@@ -12,6 +12,7 @@ Parameter names follow the reference checkpoints (ACT_SPEC §5): ``first_conv.{0
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["PatchEmbed", "PositionEmbed"]
@@ -50,15 +51,40 @@ class PatchEmbed(nn.Module):
     def forward(self, patches: Tensor) -> Tensor:
         """Embed patches.
 
+        The 1x1 convolutions run as matrix products on channels-last (points, channels)
+        rows, with the same parameters; BatchNorm normalises each channel over the same
+        B·G·k values as in the channels-first form (:meth:`forward_naive`, the reference
+        layout, which this matches to float rounding). Measured 1.3-1.5x faster forward +
+        backward on CPU at the paper's shapes (docs/benchmarks.md).
+
         Args:
             patches: (B, G, k, 3) points of each patch, relative to its center.
 
         Returns:
             tokens: (B, G, out_dim).
         """
+        B, G, k = self._check(patches)
+        conv1, bn1, _, conv2 = self.first_conv
+        conv3, bn2, _, conv4 = self.second_conv
+        x = patches.reshape(B * G * k, 3)
+        f = F.linear(F.relu(bn1(F.linear(x, conv1.weight[:, :, 0], conv1.bias))), conv2.weight[:, :, 0], conv2.bias)
+        f = f.reshape(B * G, k, -1)  # (BG, k, 256)
+        g = f.amax(dim=1, keepdim=True)  # (BG, 1, 256)
+        f = torch.cat([g.expand(-1, k, -1), f], dim=2).reshape(B * G * k, -1)  # (BGk, 512), global first
+        f = F.linear(F.relu(bn2(F.linear(f, conv3.weight[:, :, 0], conv3.bias))), conv4.weight[:, :, 0], conv4.bias)
+        return f.reshape(B * G, k, -1).amax(dim=1).reshape(B, G, self.out_dim)
+
+    def _check(self, patches: Tensor) -> tuple[int, int, int]:
         if patches.ndim != 4 or patches.shape[-1] != 3:
             raise ValueError(f"patches must be (B, G, k, 3), got {tuple(patches.shape)}")
-        B, G, k, _ = patches.shape
+        return patches.shape[0], patches.shape[1], patches.shape[2]
+
+    def forward_naive(self, patches: Tensor) -> Tensor:
+        """Plain reference: the modules applied channels-first, as the reference code does.
+
+        patches: (B, G, k, 3) -> tokens (B, G, out_dim); same result as :meth:`forward`.
+        """
+        B, G, k = self._check(patches)
         x = patches.reshape(B * G, k, 3).transpose(1, 2)  # (BG, 3, k)
         f = self.first_conv(x)  # (BG, 256, k)
         g = f.amax(dim=2, keepdim=True)  # (BG, 256, 1)
