@@ -54,8 +54,8 @@ class PatchEmbed(nn.Module):
         The 1x1 convolutions run as matrix products on channels-last (points, channels)
         rows, with the same parameters; BatchNorm normalises each channel over the same
         B·G·k values as in the channels-first form (:meth:`forward_naive`, the reference
-        layout, which this matches to float rounding). Measured 1.3-1.5x faster forward +
-        backward on CPU at the paper's shapes (docs/benchmarks.md).
+        layout, which this matches to float rounding). Forward + backward is 1.3-1.4x faster
+        on CPU at the paper's shapes (docs/benchmarks.md, training throughput).
 
         Args:
             patches: (B, G, k, 3) points of each patch, relative to its center.
