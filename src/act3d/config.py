@@ -339,10 +339,12 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tup
 # ----------------------------------------------------------------------------- CLI helpers
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--preset NAME|FILE``, ``--set KEY=VALUE`` (repeatable) and ``--resume RUN_DIR``."""
+def add_config_arguments(parser: argparse.ArgumentParser, stage: str | None = None) -> None:
+    """Add ``--preset NAME|FILE``, ``--set KEY=VALUE`` (repeatable) and ``--resume RUN_DIR``;
+    ``stage`` names the packaged presets in the help."""
+    names = ", ".join(list_presets(stage)) if stage is not None else ""
     parser.add_argument(
-        "--preset", default=None, help="packaged preset name (tiny, small, paper) or a YAML file"
+        "--preset", default=None, help=f"packaged preset name ({names or 'see configs/'}) or a YAML file"
     )
     parser.add_argument(
         "--set",

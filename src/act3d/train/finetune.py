@@ -928,7 +928,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="keep a stratified, seeded share of the training labels, e.g. 0.1")
     parser.add_argument("--seeds", default=None, metavar="S,S,...",
                         help="run these seeds (default: runtime.seed) and report mean ± std")
-    add_config_arguments(parser)
+    add_config_arguments(parser, STAGE)
     parser.set_defaults(func=_run_cli)
 
 

@@ -1073,7 +1073,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="preset (tiny, paper) or a YAML file; default tiny for synthetic-parts, else paper")
     tr.add_argument("--seeds", default=None, metavar="S,S,...",
                     help="run these seeds in <group>/seed-<s>/ and report mean ± std")
-    add_config_arguments(tr)
+    add_config_arguments(tr, STAGE)
     tr.set_defaults(func=_train_cli)
 
     ev = sub.add_parser(

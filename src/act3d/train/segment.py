@@ -1000,7 +1000,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="student .safetensors, Stage II run folder, or 'scratch' (default: the config's)")
     tr.add_argument("--config", dest="preset", default=None, metavar="CONFIG",
                     help="preset (tiny, paper) or a YAML file; default paper")
-    add_config_arguments(tr)
+    add_config_arguments(tr, STAGE)
     tr.set_defaults(func=_train_cli)
 
     ev = sub.add_parser(

@@ -612,7 +612,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(see `act3d teachers list`)",
     )  # fmt: skip
     parser.add_argument("--out", metavar="DIR", default=None, help="parent folder of the run folder (run.out_dir)")
-    add_config_arguments(parser)
+    add_config_arguments(parser, STAGE)
     parser.set_defaults(func=_run_cli)
 
 

@@ -464,7 +464,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", metavar="SOURCE", default=None, help="data source, e.g. synthetic or shapenet:DIR")
     parser.add_argument("--target", metavar="|".join(TARGETS), default=None, help="Stage II target (default: the config's)")
     parser.add_argument("--out", metavar="DIR", default=None, help="parent folder of the run folder (run.out_dir)")
-    add_config_arguments(parser)
+    add_config_arguments(parser, STAGE)
     parser.set_defaults(func=_run_cli)
 
 
