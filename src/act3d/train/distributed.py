@@ -78,9 +78,20 @@ def init_distributed(use_cuda: bool) -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, backend=backend, created=True)
 
 
-def shutdown_distributed(info: DistInfo) -> None:
-    """Destroy the process group if :func:`init_distributed` created it."""
+def shutdown_distributed(info: DistInfo, wait: bool = False) -> None:
+    """Destroy the process group if :func:`init_distributed` created it.
+
+    Args:
+        info: what :func:`init_distributed` returned.
+        wait: meet every rank at a barrier first. Use it at a clean end: without it a rank
+            that finished first could tear its connections down while another still had
+            work in flight (seen with gloo on CPU: an intermittent ``terminate called without
+            an active exception`` abort at exit). Not after an error, where another rank may
+            never arrive.
+    """
     if info.created and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

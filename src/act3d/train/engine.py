@@ -951,15 +951,17 @@ def fit(
     run = _Run(task, cfg, stage, run_dir, resume)
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
+    finished = False
     try:
         if run.rt.threads is not None:
             torch.set_num_threads(run.rt.threads)
         if run.rt.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
-        result = run.run()
-        return broadcast_object(result)
+        result = broadcast_object(run.run())
+        finished = True
+        return result
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
-        shutdown_distributed(run.dist)
+        shutdown_distributed(run.dist, wait=finished)
