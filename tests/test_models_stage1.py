@@ -32,14 +32,7 @@ B, G, K = 2, 8, 16  # clouds, patches, points per patch
 TD = 32  # teacher width
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    """Seeded; one intra-op thread (these tiny ops only lose time to thread sync)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # seeding: tests/conftest.py
 
 
 def _grouped(batch: int = B, groups: int = G, k: int = K, n: int = 128, seed: int = 0):

@@ -61,15 +61,6 @@ def _cfg(tmp_path, *extra: str) -> PartSegConfig:
     return load_config(PartSegConfig, "tiny", [*TINY, f"run.out_dir={tmp_path / 'runs'}", *extra], stage="partseg")
 
 
-@pytest.fixture
-def one_thread():
-    """Evaluate with one thread, as the training run's final evaluation does."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------- the synthetic parts
 
 

@@ -12,7 +12,6 @@ from act3d.cli import main
 from act3d.config import load_config
 from act3d.models.autoencoder import ACTAutoencoder, kl_weight_schedule, tau_schedule
 from act3d.models.teachers.base import BlockStackTeacher
-from act3d.ops import chamfer_distance
 from act3d.train.stage1 import (
     Stage1Config,
     Stage1Schedule,
@@ -32,12 +31,7 @@ SMALL_MODEL = [
 QUIET = ["runtime.device=cpu", "runtime.threads=1", "run.progress=off", "run.tensorboard=false"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _teacher() -> BlockStackTeacher:

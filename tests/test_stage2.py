@@ -24,12 +24,7 @@ G, K, N = 16, 16, 256
 TEACHER_TARGETS = ("reference", "clean", "transformer")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _teacher(seed: int = 0) -> ACTAutoencoder:
