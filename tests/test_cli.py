@@ -70,3 +70,9 @@ def test_bad_command_and_bad_input_exit_2(tmp_path: Path) -> None:
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0
     assert "COMMAND" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("group", ["teachers", "segment", "partseg"])
+def test_a_command_group_without_subcommand_prints_its_help(group: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([group]) == 0
+    assert f"usage: act3d {group}" in capsys.readouterr().out

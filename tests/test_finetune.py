@@ -204,3 +204,18 @@ def test_cli_finetune_on_synthetic_scratch_with_labels(tmp_path, capsys):
     assert result["train_size"] == 28  # 48 synthetic shapes (14 classes), half of each class
     assert math.isfinite(result["last_acc"])
     assert dataclasses.asdict(run_cfg.data)["label_fraction"] == 0.5
+
+
+def test_resumed_seeds_tells_a_group_from_a_run(tmp_path):
+    from act3d.train.common import resumed_seeds
+
+    group, run, empty = tmp_path / "group", tmp_path / "run", tmp_path / "empty"
+    group.mkdir()
+    (group / "seeds.json").write_text("[2, 0]\n")
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"")
+    empty.mkdir()
+    assert resumed_seeds(group, "fine-tune") == [2, 0]
+    assert resumed_seeds(run, "fine-tune") is None
+    with pytest.raises(FileNotFoundError, match=r"--resume .*empty: neither a fine-tune group \(seeds\.json\)"):
+        resumed_seeds(empty, "fine-tune")

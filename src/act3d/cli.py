@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from act3d import __version__
 
-__all__ = ["build_parser", "main", "COMMANDS", "COMMAND_MODULES"]
+__all__ = ["build_parser", "help_handler", "main", "COMMANDS", "COMMAND_MODULES"]
 
 # Every command: the module that registers it (``register(subparsers) -> None``) and its
 # one-line help. ``act3d --help`` lists them from here without importing any module (and
@@ -43,6 +43,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "the whole pipeline on synthetic shapes (minutes on 2 CPU cores), ending with a report"),
 }  # fmt: skip
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(module for module, _ in COMMANDS.values()))
+
+
+def help_handler(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """The ``func`` of a command group run without its sub-command: print the group's help
+    and exit 0."""
+
+    def show(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 0
+
+    return show
 
 
 class CLIError(Exception):

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from act3d.models.student import EncoderConfig
 
 __all__ = [
-    "DataConfig", "build_pretraining_split", "init_backbone", "parse_seeds", "run_seed_group",
-    "write_group_summary",
+    "DataConfig", "build_pretraining_split", "init_backbone", "parse_seeds", "resumed_seeds",
+    "run_seed_group", "write_group_summary",
 ]  # fmt: skip
 
 R = TypeVar("R")
@@ -185,6 +185,21 @@ def run_seed_group(
         records.append(record)
         on_record(group, records)
     return group, records
+
+
+def resumed_seeds(path: str | os.PathLike[str], what: str) -> list[int] | None:
+    """What ``--resume PATH`` continues: a seeds group of :func:`run_seed_group` (returns the
+    seeds saved in its ``seeds.json``) or a single run (``checkpoints/last.pt``; returns None).
+
+    Raises:
+        FileNotFoundError: neither, naming ``--resume`` and ``what`` the group would be of.
+    """
+    path = Path(path)
+    if (path / "seeds.json").is_file():
+        return [int(s) for s in json.loads((path / "seeds.json").read_text(encoding="utf-8"))]
+    if (path / "checkpoints" / "last.pt").is_file():
+        return None
+    raise FileNotFoundError(f"--resume {path}: neither a {what} group (seeds.json) nor a run (checkpoints/last.pt)")
 
 
 def write_group_summary(group_dir: Path, summary: dict[str, Any], markdown: str) -> None:

@@ -79,7 +79,14 @@ from act3d.data.transforms import RotateUp, ScaleTranslate, Transform
 from act3d.eval.classify import evaluate_classifier, metrics_from_sums
 from act3d.models.classifier import CLASSIFIER_MODES, PointClassifier
 from act3d.models.student import ENCODER_PRESETS, EncoderConfig
-from act3d.train.common import DataConfig, init_backbone, parse_seeds, run_seed_group, write_group_summary
+from act3d.train.common import (
+    DataConfig,
+    init_backbone,
+    parse_seeds,
+    resumed_seeds,
+    run_seed_group,
+    write_group_summary,
+)
 from act3d.train.engine import FitResult, Task, fit, resolve_device
 
 __all__ = [
@@ -965,15 +972,12 @@ def _run_cli(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     if args.resume is not None:
         resume = Path(args.resume)
-        if (resume / "seeds.json").is_file():
-            saved = json.loads((resume / "seeds.json").read_text(encoding="utf-8"))
-            seeds = seeds or saved
-        elif (resume / "checkpoints" / "last.pt").is_file():
+        saved = resumed_seeds(resume, "fine-tune")
+        if saved is None:
             record = finetune(cfg, resume=resume)
             print(json.dumps(record.to_dict(), indent=2))
             return 0
-        else:
-            raise FileNotFoundError(f"{resume}: neither a fine-tune group (seeds.json) nor a run (checkpoints/last.pt)")
+        seeds = seeds or saved
     seeds = seeds or [cfg.runtime.seed]
     title = f"Fine-tuning {cfg.data.source} ({cfg.model.mode}, init {cfg.model.init}, labels {cfg.data.label_fraction:g})"
     summary = finetune_seeds(cfg, seeds, resume=resume, title=title)

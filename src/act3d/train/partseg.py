@@ -67,6 +67,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from act3d.checkpoint import atomic_path, load_weights, read_weights_metadata, save_weights
+from act3d.cli import help_handler
 from act3d.config import (
     OptimConfig,
     RunConfig,
@@ -80,7 +81,7 @@ from act3d.config import (
 from act3d.eval.segmentation import PartSegScores, part_predictions, part_segmentation_scores
 from act3d.models.partseg import PartSegmentationModel
 from act3d.models.student import EncoderConfig
-from act3d.train.common import init_backbone, parse_seeds, run_seed_group, write_group_summary
+from act3d.train.common import init_backbone, parse_seeds, resumed_seeds, run_seed_group, write_group_summary
 from act3d.train.engine import FitResult, Task, fit, resolve_device
 from act3d.train.finetune import LabelledSubset, mean_std
 from act3d.train.segment import SceneModelConfig
@@ -1056,7 +1057,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pooling, a category embedding and 3-NN upsampling. Data: shapenetpart[:DIR] or synthetic-parts.",
     )
     sub = parser.add_subparsers(dest="partseg_command", metavar="SUBCOMMAND")
-    parser.set_defaults(func=lambda args: _help(parser))
+    parser.set_defaults(func=help_handler(parser))
 
     tr = sub.add_parser(
         "train",
@@ -1092,11 +1093,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=_eval_cli)
 
 
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 0
-
-
 def _train_cli(args: argparse.Namespace) -> int:
     overrides: list[str] = []
     if args.data is not None:
@@ -1109,16 +1105,12 @@ def _train_cli(args: argparse.Namespace) -> int:
             raise ValueError("--resume continues the saved run; drop --data/--init")
         cfg = config_from_args(PartSegConfig, args, STAGE)
         resume = Path(args.resume)
-        if (resume / "seeds.json").is_file():
-            saved = json.loads((resume / "seeds.json").read_text(encoding="utf-8"))
+        saved = resumed_seeds(resume, "partseg")
+        if saved is not None:
             summary = partseg_seeds(cfg, seeds or saved, resume=resume)
             print(format_part_summary(summary))
             print(f"group: {summary.group_dir}")
             return 0
-        if not (resume / "checkpoints" / "last.pt").is_file():
-            raise FileNotFoundError(
-                f"--resume {resume}: neither a partseg group (seeds.json) nor a run (checkpoints/last.pt)"
-            )
         record = partseg_train(cfg, resume=resume)
     else:
         preset = args.preset or default_preset(args.data)

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from act3d.checkpoint import atomic_path, load_weights, read_weights_metadata, save_weights
+from act3d.cli import help_handler
 from act3d.config import (
     OptimConfig,
     RunConfig,
@@ -985,7 +986,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "or synthetic-rooms.",
     )
     sub = parser.add_subparsers(dest="segment_command", metavar="SUBCOMMAND")
-    parser.set_defaults(func=lambda args: _help(parser))
+    parser.set_defaults(func=help_handler(parser))
 
     tr = sub.add_parser(
         "train",
@@ -1022,11 +1023,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="where to draw the first room (default <out>/room.png; 'none': no picture)")
     ev.add_argument("--out", default=None, metavar="DIR", help="output folder (default: <ckpt folder>/eval-<time>)")
     ev.set_defaults(func=_eval_cli)
-
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 0
 
 
 def _train_cli(args: argparse.Namespace) -> int:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from act3d.cli import help_handler
+
 __all__ = ["register"]
 
 
@@ -22,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Pretrained Transformers used as ACT's cross-modal teachers.",
     )
     sub = parser.add_subparsers(dest="teachers_command", metavar="ACTION")
-    parser.set_defaults(func=lambda args: _help(parser))
+    parser.set_defaults(func=help_handler(parser))
 
     lister = sub.add_parser("list", help="table of teacher names, shapes and availability")
     lister.set_defaults(func=_list)
@@ -42,11 +44,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--force", action="store_true", help="replace a model already in --out")
     build.set_defaults(func=_build_dinov2)
-
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 0
 
 
 def _list(args: argparse.Namespace) -> int:
