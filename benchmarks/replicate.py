@@ -182,10 +182,6 @@ QUICK = Budget(
 )
 
 
-def _is_synthetic(source: str) -> bool:
-    return source.split(":", 1)[0].lower() in ("synthetic", "synthetic-scan")
-
-
 def _tag(method: str, init: Path | None) -> str:
     """Name of a backbone in scoring run folders: the method, plus the pre-training run's
     seed (``stage2-<method>-seed<s>/student.safetensors`` -> ``<method>-pre<s>``)."""
@@ -321,7 +317,7 @@ class Runner:
     def probe(self, method: str, init: Path | None, seed: int) -> dict[str, Any]:
         import torch
 
-        from act3d.data import build_dataset
+        from act3d.data import build_dataset, is_synthetic
         from act3d.eval.probe import svm_probe
         from act3d.models.encoder_api import load_encoder
         from act3d.models.student import EncoderConfig, PointEncoder
@@ -338,7 +334,7 @@ class Runner:
             encoder = PointEncoder(EncoderConfig.preset(m.encoder, num_groups=m.num_groups, group_size=m.group_size))
         else:
             encoder = load_encoder(init)
-        synthetic = _is_synthetic(d.source)
+        synthetic = is_synthetic(d.source)
         sets = {
             split: build_dataset(d.source, split, d.num_points, root=d.root, train=False, sampling="fps",
                                  num_samples=cap if synthetic else None)

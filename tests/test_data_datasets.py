@@ -372,3 +372,14 @@ def test_source_strings_and_missing_roots(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="no train.txt"):
         os.makedirs(tmp_path / "empty")
         build_dataset(f"shapenet:{tmp_path / 'empty'}", "train", 4)
+
+
+def test_is_synthetic_names_the_generated_sources():
+    from act3d.data import is_synthetic
+
+    assert all(is_synthetic(s) for s in ("synthetic", "synthetic-scan", "synthetic-parts", "Synthetic"))
+    assert not any(is_synthetic(s) for s in ("shapenet:/x", "modelnet40", "h5:/a.h5", "shapenetpart"))
+    with pytest.raises(ValueError, match="unknown data source kind 'synthtic'"):
+        is_synthetic("synthtic")
+    # a generated source honours num_samples: the caps of probe/embed/fine-tuning apply
+    assert len(build_dataset("synthetic-parts", "test", 64, num_samples=5)) == 5

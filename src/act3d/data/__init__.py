@@ -15,6 +15,7 @@ from typing import Any
 _EXPORTS: dict[str, tuple[str, str]] = {
     "build_dataset": ("sources", "build_dataset"),
     "parse_source": ("sources", "parse_source"),
+    "is_synthetic": ("sources", "is_synthetic"),
     "SOURCE_KINDS": ("sources", "SOURCE_KINDS"),
     "PointCloudDataset": ("datasets", "PointCloudDataset"),
     "ShapeNet55": ("datasets", "ShapeNet55"),

@@ -36,7 +36,7 @@ from act3d.data.datasets import (
 from act3d.data.folder import PointFolder
 from act3d.data.synthetic import SyntheticParts, SyntheticShapes
 
-__all__ = ["build_dataset", "parse_source", "SOURCE_KINDS", "DEFAULT_DIRS", "default_root"]
+__all__ = ["build_dataset", "is_synthetic", "parse_source", "SOURCE_KINDS", "DEFAULT_DIRS", "default_root"]
 
 SOURCE_KINDS: tuple[str, ...] = (
     "synthetic", "synthetic-scan", "synthetic-parts", "shapenet", "modelnet40", "scanobjectnn", "fewshot",
@@ -128,6 +128,13 @@ def parse_source(source: str) -> tuple[str, list[str]]:
             raise ValueError(f"{source!r}: WAY, SHOT and FOLD must be integers ({err})") from err
         return kind, [str(n) for n in nums] + parts[3:]
     return kind, [rest] if rest else []
+
+
+def is_synthetic(source: str) -> bool:
+    """Whether ``source`` is a built-in generated set (``synthetic``, ``synthetic-scan``,
+    ``synthetic-parts``): it takes ``num_samples`` (how many shapes to generate) instead of
+    being read from disk. Raises like :func:`parse_source` on a malformed source."""
+    return parse_source(source)[0] in _SYNTHETIC_KINDS
 
 
 def build_dataset(

@@ -177,12 +177,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from act3d.data import build_dataset, parse_source
+    from act3d.data import build_dataset, is_synthetic
     from act3d.eval.probe import svm_probe
 
     device = _device(args.device)
     encoder = _backbone(args.ckpt, device)
-    synthetic = parse_source(args.data)[0] in ("synthetic", "synthetic-scan")
+    synthetic = is_synthetic(args.data)
     caps = {"train": args.train_samples, "test": args.test_samples}
     sets = {
         split: build_dataset(
@@ -240,9 +240,9 @@ def _embed(args: argparse.Namespace) -> int:
     encoder = _backbone(args.ckpt, device)
     class_names: list[str] | None
     if args.data:
-        from act3d.data import build_dataset, parse_source
+        from act3d.data import build_dataset, is_synthetic
 
-        synthetic = parse_source(args.data)[0] in ("synthetic", "synthetic-scan")
+        synthetic = is_synthetic(args.data)
         dataset = build_dataset(args.data, args.split, args.points, train=False, sampling="fps",
                                 num_samples=args.samples if synthetic else None)
         points = np.stack([dataset[i]["points"].numpy() for i in range(len(dataset))])

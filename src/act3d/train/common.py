@@ -64,9 +64,9 @@ def build_pretraining_split(data: DataConfig, split: str, train: bool, limit: in
     """
     from torch.utils.data import Subset
 
-    from act3d.data import build_dataset, parse_source
+    from act3d.data import build_dataset, is_synthetic
 
-    synthetic = parse_source(data.source)[0] in ("synthetic", "synthetic-scan")
+    synthetic = is_synthetic(data.source)
     dataset = build_dataset(
         data.source,
         split,

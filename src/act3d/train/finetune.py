@@ -327,11 +327,10 @@ def build_split(cfg: FinetuneConfig, split: str, train: bool) -> Dataset:
     synthetic world is generated from it); the training draws come from the engine's RNG,
     seeded by ``runtime.seed``. ``data.num_samples``/``val_samples`` cap the split (synthetic:
     shapes generated; others: a fixed random subset)."""
-    from act3d.data import build_dataset
+    from act3d.data import build_dataset, is_synthetic
 
     d = cfg.data
-    kind = d.source.split(":", 1)[0].lower()
-    synthetic = kind in ("synthetic", "synthetic-scan")
+    synthetic = is_synthetic(d.source)
     cap = d.num_samples if train else d.val_samples
     dataset = build_dataset(
         d.source,
