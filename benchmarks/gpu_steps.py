@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import statistics
 import sys
 import time
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fmt_peak(nbytes: float) -> str:
-    return "–" if nbytes != nbytes else _common.fmt_mb(nbytes)
+    return "–" if math.isnan(nbytes) else _common.fmt_mb(nbytes)
 
 
 if __name__ == "__main__":
